@@ -1,0 +1,74 @@
+"""One Settings object for every process (API, worker, CLI), read from flags and `PULID_*` env vars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of a pulid-server node. Every field can be set as env var `PULID_<NAME>`.
+
+    Storage and database:
+        data_dir: where the SQLite database and local files live (default `./data`).
+        database_url: SQLAlchemy URL; empty means `sqlite:///{data_dir}/pulid.db`. Use
+            `postgresql://...` to share one queue between many API nodes and workers.
+        storage: `local` (files under `{data_dir}/files`) or `s3://bucket/prefix`.
+        s3_endpoint_url: S3-compatible endpoint (MinIO, R2, moto); empty for AWS.
+        public_url: base URL used in links to files when it cannot be taken from the request
+            (webhooks, workers); empty means links are built from each request's own host.
+
+    Model:
+        model: `official` (real weights; needs `pulid weights download`), `tiny` (toy sizes, random
+            weights, runs anywhere in seconds) or `auto` (official when the weights are present).
+        weights_dir: folder with the official files; empty means the Hugging Face cache.
+        device: `auto`, `cpu`, `cuda` or `cuda:N`.
+
+    Queue:
+        lease_seconds: a claimed job whose worker has not heartbeated for this long is requeued.
+        max_attempts: how many workers may try one job before it fails with `worker_crashed`.
+        max_queue_per_key / max_queue_total: queued jobs allowed before submit answers 429.
+
+    Limits:
+        max_body_bytes, max_file_bytes, max_data_uri_bytes, max_image_pixels: input caps (4xx past them).
+        allow_private_urls: let user URLs reach private/loopback addresses (tests, intranets). Off by default.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PULID_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    storage: str = "local"
+    s3_endpoint_url: str = ""
+    public_url: str = ""
+
+    model: Literal["official", "tiny", "auto"] = "auto"
+    weights_dir: Path | None = None
+    device: str = "auto"
+
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 2.0
+    max_attempts: int = 3
+    max_queue_per_key: int = 1000
+    max_queue_total: int = 10000
+    poll_seconds: float = 0.05
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_file_bytes: int = 20 * 1024 * 1024
+    max_data_uri_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
+    fetch_timeout_seconds: float = 30.0
+    allow_private_urls: bool = False
+
+    webhook_timeout_seconds: float = 15.0
+    webhook_max_attempts: int = 10
+
+    extra_endpoints: list[str] = Field(default_factory=list)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'pulid.db').resolve()}"

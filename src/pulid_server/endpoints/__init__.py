@@ -1,0 +1,42 @@
+"""Registry of runnable endpoints: endpoint id -> (Input, Output, runner factory)."""
+
+from __future__ import annotations
+
+import importlib
+
+from pulid_server.endpoints.base import Endpoint, JobCancelled, JobContext, Runner, UserInputError
+
+_REGISTRY: dict[str, Endpoint] = {}
+
+
+def register(endpoint: Endpoint) -> Endpoint:
+    _REGISTRY[endpoint.id] = endpoint
+    return endpoint
+
+
+def get(endpoint_id: str) -> Endpoint | None:
+    return _REGISTRY.get(endpoint_id)
+
+
+def all_endpoints() -> list[Endpoint]:
+    return list(_REGISTRY.values())
+
+
+def load_builtin_and_extra(extra_modules: list[str]) -> None:
+    """Register fal-ai/pulid and every module named in `Settings.extra_endpoints` (plugins)."""
+    importlib.import_module("pulid_server.endpoints.pulid")
+    for name in extra_modules:
+        importlib.import_module(name)
+
+
+__all__ = [
+    "Endpoint",
+    "JobCancelled",
+    "JobContext",
+    "Runner",
+    "UserInputError",
+    "all_endpoints",
+    "get",
+    "load_builtin_and_extra",
+    "register",
+]

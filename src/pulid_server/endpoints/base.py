@@ -1,0 +1,61 @@
+"""What an endpoint is: an input model, an output model, and a runner built once per worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from pulid_server.config import Settings
+
+
+class JobCancelled(Exception):
+    """Raised inside a runner (by `JobContext.progress`) when the user cancelled the request."""
+
+
+class UserInputError(Exception):
+    """The inputs were well-formed but unusable (no face, not an image...). Ends the job with a 422.
+
+    `loc` names the field, e.g. ("body", "reference_images", 0, "image_url").
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ("body",), error_type: str = "value_error"):
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.error_type = error_type
+
+
+class JobContext(Protocol):
+    """What a runner may do while it runs one job. The worker implements it."""
+
+    request_id: str
+
+    def log(self, message: str, level: str = "INFO") -> None: ...
+
+    def progress(self, step: int, total: int) -> None:
+        """Log `step k/N` and raise JobCancelled if the user cancelled."""
+
+    def load_image(self, url: str, loc: tuple[str | int, ...]) -> tuple[bytes, Image.Image]:
+        """Fetch an input image (our files, data: URI or http(s)) within the limits; raise UserInputError."""
+
+    def save_image(self, image: Image.Image) -> dict[str, Any]:
+        """Store an output PNG and return the fal `Image` dict (url, content_type, file_name, ...)."""
+
+
+class Runner(Protocol):
+    def __call__(self, inputs: Any, ctx: JobContext) -> BaseModel: ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str  # "owner/alias", e.g. "fal-ai/pulid"
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    load_runner: Callable[[Settings], Runner]  # called once in the worker process
+    title: str = ""

@@ -1,0 +1,153 @@
+"""`fal-ai/pulid`: the input and output schema exactly as fal documents it, and its runner."""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pulid_server.endpoints import register
+from pulid_server.endpoints.base import Endpoint, JobContext, UserInputError
+
+if TYPE_CHECKING:
+    from pulid_server.config import Settings
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "flaws in the eyes, flaws in the face, flaws, lowres, non-HDRi, low quality, worst quality,"
+    "artifacts noise, text, watermark, glitch, deformed, mutated, ugly, disfigured, hands, "
+    "low resolution, partially rendered objects,  deformed or partially rendered eyes, "
+    "deformed, deformed eyeballs, cross-eyed,blurry"
+)
+MAX_SEED = 2**63 - 1
+MIN_SIDE, MAX_SIDE = 64, 2048
+
+
+class ImageSizePreset(str, Enum):
+    square_hd = "square_hd"
+    square = "square"
+    portrait_4_3 = "portrait_4_3"
+    portrait_16_9 = "portrait_16_9"
+    landscape_4_3 = "landscape_4_3"
+    landscape_16_9 = "landscape_16_9"
+
+
+PRESET_SIZES: dict[ImageSizePreset, tuple[int, int]] = {  # (width, height)
+    ImageSizePreset.square_hd: (1024, 1024),
+    ImageSizePreset.square: (512, 512),
+    ImageSizePreset.portrait_4_3: (768, 1024),
+    ImageSizePreset.portrait_16_9: (576, 1024),
+    ImageSizePreset.landscape_4_3: (1024, 768),
+    ImageSizePreset.landscape_16_9: (1024, 576),
+}
+
+
+class ImageSize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(768, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The width of the generated image.")
+    height: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The height of the generated image.")
+
+
+class ReferenceFace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_url: str = Field(
+        ..., min_length=1, max_length=16 * 1024 * 1024, description="URL of the reference face image (http(s), data: URI)."
+    )
+
+
+class PulidInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    reference_images: list[ReferenceFace] = Field(
+        ..., min_length=1, max_length=4, description="List of reference faces, ideally 4 images."
+    )
+    prompt: str = Field(..., min_length=1, max_length=4000, description="Prompt to generate the face from")
+    negative_prompt: str = Field(
+        DEFAULT_NEGATIVE_PROMPT, max_length=4000, description="Negative prompt to generate the face from"
+    )
+    num_images: int = Field(1, ge=1, le=4, description="Number of images to generate")
+    guidance_scale: float = Field(1.2, ge=0.0, le=20.0, description="Guidance scale")
+    num_inference_steps: int = Field(4, ge=1, le=50, description="Number of steps to take")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random seed for reproducibility")
+    image_size: ImageSizePreset | ImageSize = Field(
+        default_factory=lambda: ImageSize(width=768, height=1024),
+        description="The size of the generated image",
+    )
+    id_scale: float = Field(0.8, ge=0.0, le=5.0, description="ID scale")
+    mode: Literal["fidelity", "extreme style"] = Field("fidelity", description="Mode of generation")
+    id_mix: bool = Field(
+        False, description="if you want to mix two ID image, please turn this on, otherwise, turn this off"
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _accept_official_mode_name(cls, value: Any) -> Any:
+        # The official PuLID app spells it "extremely style"; fal spells it "extreme style".
+        return "extreme style" if value == "extremely style" else value
+
+    def size(self) -> tuple[int, int]:
+        if isinstance(self.image_size, ImageSizePreset):
+            return PRESET_SIZES[self.image_size]
+        return self.image_size.width, self.image_size.height
+
+
+class Image(BaseModel):
+    url: str = Field(..., description="The URL where the file can be downloaded from.")
+    content_type: str | None = Field("image/png", description="The mime type of the file.")
+    file_name: str | None = Field(None, description="The name of the file.")
+    file_size: int | None = Field(None, description="The size of the file in bytes.")
+    width: int | None = Field(None, description="The width of the image in pixels.")
+    height: int | None = Field(None, description="The height of the image in pixels.")
+
+
+class PulidOutput(BaseModel):
+    images: Annotated[list[Image], Field(description="The generated images")]
+    seed: int = Field(..., description="The seed used to generate the images")
+
+
+def load_runner(settings: Settings) -> Any:
+    """Load the PuLID pipeline once (in the worker process) and return the per-job runner."""
+    from pulid_server.model import GenerationRequest, NoFaceError, load_pipeline
+
+    pipeline = load_pipeline(settings)
+
+    def run(inputs: PulidInput, ctx: JobContext) -> PulidOutput:
+        refs = [
+            ctx.load_image(ref.image_url, ("body", "reference_images", i, "image_url"))
+            for i, ref in enumerate(inputs.reference_images)
+        ]
+        seed = inputs.seed if inputs.seed is not None else random.randint(0, 2**31 - 1)
+        width, height = inputs.size()
+        request = GenerationRequest(
+            reference_images=refs,
+            prompt=inputs.prompt,
+            negative_prompt=inputs.negative_prompt,
+            num_images=inputs.num_images,
+            guidance_scale=inputs.guidance_scale,
+            num_inference_steps=inputs.num_inference_steps,
+            seed=seed,
+            width=width,
+            height=height,
+            id_scale=inputs.id_scale,
+            mode=inputs.mode,
+            id_mix=inputs.id_mix,
+        )
+        try:
+            images = pipeline.generate(request, on_step=ctx.progress, log=ctx.log)
+        except NoFaceError as exc:
+            raise UserInputError(str(exc), ("body", "reference_images", exc.index, "image_url"), "no_face") from exc
+        return PulidOutput(images=[Image(**ctx.save_image(img)) for img in images], seed=seed)
+
+    return run
+
+
+ENDPOINT = register(
+    Endpoint(
+        id="fal-ai/pulid",
+        input_model=PulidInput,
+        output_model=PulidOutput,
+        load_runner=load_runner,
+        title="PuLID: identity-preserving generation (SDXL-Lightning, 4 steps)",
+    )
+)

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
 
     webhook_timeout_seconds: float = 15.0
     webhook_max_attempts: int = 10
+    webhook_retry_base_seconds: float = 5.0
 
     extra_endpoints: list[str] = Field(default_factory=list)
 

@@ -1,0 +1,3 @@
+from pulid_server.cli import app
+
+app(prog_name="pulid")

@@ -1,0 +1,76 @@
+"""The FastAPI app factory: routers, fal routing middleware, and a lifespan that owns the store,
+the webhook dispatcher and (in embedded mode) the supervised worker processes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pulid_server import __version__, endpoints
+from pulid_server.api import health, storage
+from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router
+from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
+from pulid_server.api.run import build_run_router
+from pulid_server.api.state import AppState
+from pulid_server.config import Settings
+from pulid_server.files import open_blob_store
+from pulid_server.store import JobStore
+from pulid_server.worker.supervisor import Supervisor
+from pulid_server.worker.webhooks import WebhookDispatcher, WebhookSigner
+
+log = logging.getLogger("pulid.api")
+
+
+def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI:
+    """Build the API. `workers` > 0 also runs that many supervised worker processes (embedded mode)."""
+    settings = settings or Settings()
+    endpoints.load_builtin_and_extra(settings.extra_endpoints)
+    registered = endpoints.all_endpoints()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = JobStore(settings.resolved_database_url())
+        blobs = open_blob_store(settings.storage, settings.data_dir, settings.s3_endpoint_url)
+        dispatcher = WebhookDispatcher(store, settings)
+        supervisor = Supervisor(settings, workers) if workers > 0 else None
+        app.state.pulid = AppState(settings, store, blobs, dispatcher.signer, supervisor)
+        dispatcher.start()
+        if supervisor:
+            supervisor.start()
+        try:
+            yield
+        finally:
+            if supervisor:
+                supervisor.stop()
+            dispatcher.stop()
+            store.close()
+
+    app = FastAPI(
+        title="pulid-server",
+        version=__version__,
+        description="Self-hosted PuLID behind fal's queue API. Authenticate with `Authorization: Key <key_id:secret>`.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.include_router(build_queue_router(registered))
+    app.include_router(build_run_router(registered))
+    app.include_router(storage.router)
+    app.include_router(health.router)
+    app.add_middleware(FalRoutingMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": f"Request body is larger than {settings.max_body_bytes} bytes"}, status_code=413)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        headers = {"X-Fal-Error-Type": "internal_error", REQUEST_ID_HEADER: ""}
+        return JSONResponse({"detail": "Internal server error", "error_type": "internal_error"}, 500, headers=headers)
+
+    return app

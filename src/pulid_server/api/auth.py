@@ -1,0 +1,20 @@
+"""`Authorization: Key <key_id:secret>` (fal) or `Bearer <key_id:secret>` on every non-public route."""
+
+from __future__ import annotations
+
+from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from pulid_server.api.state import AppState, app_state
+
+
+async def require_key(request: Request, state: AppState = Depends(app_state)) -> str:
+    """The caller's key id. 401 without a valid, unrevoked key."""
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() not in ("key", "bearer") or not credentials.strip():
+        raise HTTPException(401, "Missing API key: send 'Authorization: Key <key_id:secret>'")
+    key_id = await run_in_threadpool(state.store.authenticate, credentials.strip())
+    if key_id is None:
+        raise HTTPException(401, "Invalid or revoked API key")
+    return key_id

@@ -1,0 +1,264 @@
+"""fal's queue API: submit, status (+ SSE stream), result, cancel. Protocol: reference/fal-protocol.md §4."""
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from pulid_server.api.auth import require_key
+from pulid_server.api.state import AppState, app_state
+from pulid_server.endpoints import Endpoint
+from pulid_server.files import FetchError, validate_url
+from pulid_server.store import COMPLETED, IN_QUEUE, PRIORITIES, Job, LogLine, QueueFull
+
+REQUEST_ID_HEADER = "x-fal-request-id"
+STREAM_POLL_SECONDS = 0.1
+KEEPALIVE_SECONDS = 15.0
+
+
+def public_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def request_urls(base: str, job: Job) -> dict[str, str]:
+    """Status/result/cancel URLs on the owner/alias prefix, built from the caller's own scheme and host."""
+    app = "/".join(job.endpoint_id.split("/")[:3] if job.endpoint_id.startswith(("workflows/", "comfy/")) else job.endpoint_id.split("/")[:2])
+    response_url = f"{base}/queue/{app}/requests/{job.id}"
+    return {"response_url": response_url, "status_url": f"{response_url}/status", "cancel_url": f"{response_url}/cancel"}
+
+
+def log_entry(line: LogLine) -> dict[str, Any]:
+    ts = datetime.fromtimestamp(line.ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"message": line.message, "level": line.level, "source": "USER", "timestamp": ts}
+
+
+def status_body(job: Job, base: str, position: int, logs: list[LogLine] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": job.status, "request_id": job.id}
+    if job.status == IN_QUEUE:
+        body["queue_position"] = position
+    else:
+        body["logs"] = None if logs is None else [log_entry(line) for line in logs]
+    if job.status == COMPLETED:
+        body["metrics"] = {"inference_time": job.inference_time} if job.inference_time is not None else {}
+        if job.error is not None:
+            body["error"] = job.error
+            body["error_type"] = job.error_type
+    return {**body, **request_urls(base, job)}
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def parse_start_timeout(value: str | None) -> float | None:
+    """X-Fal-Request-Timeout: seconds the request may wait before it starts (Python sends "30.0", JS "30")."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise HTTPException(422, [{"loc": ["header", "x-fal-request-timeout"], "msg": "must be a positive number of seconds", "type": "value_error"}])
+    return seconds
+
+
+def parse_priority(value: str | None) -> int:
+    if value is None:
+        return 0
+    if value not in PRIORITIES:
+        raise HTTPException(422, [{"loc": ["header", "x-fal-queue-priority"], "msg": "must be 'normal' or 'low'", "type": "enum"}])
+    return PRIORITIES[value]
+
+
+async def enqueue(
+    state: AppState,
+    request: Request,
+    endpoint: Endpoint,
+    body: BaseModel,
+    key_id: str,
+    *,
+    webhook_url: str | None = None,
+) -> Job:
+    """Validate the queue headers and persist the job (before anyone is answered)."""
+    if webhook_url is not None:
+        try:
+            await run_in_threadpool(validate_url, webhook_url, allow_private=state.settings.allow_private_urls)
+        except FetchError as exc:
+            raise HTTPException(422, [{"loc": ["query", "fal_webhook"], "msg": str(exc), "type": "value_error"}]) from exc
+    start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
+    priority = parse_priority(request.headers.get("x-fal-queue-priority"))
+    idempotency_key = request.headers.get("idempotency-key")
+    try:
+        job, _ = await run_in_threadpool(
+            lambda: state.store.submit(
+                endpoint_id=endpoint.id,
+                owner_key_id=key_id,
+                input_json=body.model_dump_json(),
+                base_url=public_base(request),
+                priority=priority,
+                webhook_url=webhook_url,
+                start_timeout=start_timeout,
+                idempotency_key=idempotency_key[:200] if idempotency_key else None,
+                max_queue_per_key=state.settings.max_queue_per_key,
+                max_queue_total=state.settings.max_queue_total,
+            )
+        )
+    except QueueFull as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
+    return job
+
+
+def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
+    router = APIRouter(prefix="/queue", tags=["queue"])
+    for endpoint in endpoints:
+        _add_submit_route(router, endpoint)
+    router.add_api_route("/{app:path}/requests/{request_id}/status", get_status, methods=["GET"], summary="Request status")
+    router.add_api_route(
+        "/{app:path}/requests/{request_id}/status/stream",
+        stream_status,
+        methods=["GET"],
+        summary="Request status as server-sent events",
+    )
+    router.add_api_route("/{app:path}/requests/{request_id}/cancel", cancel, methods=["PUT"], summary="Cancel a request")
+    router.add_api_route("/{app:path}/requests/{request_id}", get_result, methods=["GET"], summary="Request result")
+    router.add_api_route("/{endpoint_id:path}", submit_unknown, methods=["POST"], include_in_schema=False)
+    return router
+
+
+def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
+    """POST /queue/{endpoint_id}: a route per endpoint, so its Input appears in /openapi.json."""
+    input_model = endpoint.input_model
+
+    async def submit(
+        request: Request,
+        body: input_model = Body(...),  # type: ignore[valid-type]
+        fal_webhook: str | None = Query(None, description="URL to POST the result to when the request completes"),
+        key_id: str = Depends(require_key),
+        state: AppState = Depends(app_state),
+    ) -> JSONResponse:
+        job = await enqueue(state, request, endpoint, body, key_id, webhook_url=fal_webhook)
+        position = await run_in_threadpool(state.store.queue_position, job)
+        payload = {
+            "status": IN_QUEUE,
+            "request_id": job.id,
+            "gateway_request_id": job.id,
+            **request_urls(public_base(request), job),
+            "queue_position": position,
+        }
+        return JSONResponse(payload, headers={REQUEST_ID_HEADER: job.id})
+
+    router.add_api_route(
+        f"/{endpoint.id}",
+        submit,
+        methods=["POST"],
+        summary=f"Submit a request to {endpoint.id}",
+        description=endpoint.title,
+        operation_id=f"submit_{endpoint.id.replace('/', '_').replace('-', '_')}",
+    )
+
+
+async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
+    job = await run_in_threadpool(state.store.get, request_id, key_id)
+    if job is None:  # another key's request is indistinguishable from a missing one
+        raise HTTPException(404, "Request not found", headers={REQUEST_ID_HEADER: request_id})
+    return job
+
+
+async def _status_payload(state: AppState, job: Job, base: str, with_logs: bool) -> dict[str, Any]:
+    position = await run_in_threadpool(state.store.queue_position, job) if job.status == IN_QUEUE else 0
+    logs = await run_in_threadpool(state.store.logs, job.id) if with_logs and job.status != IN_QUEUE else None
+    return status_body(job, base, position, logs)
+
+
+async def get_status(
+    request: Request,
+    request_id: str,
+    logs: str | None = Query(None, description="1|true to include logs"),
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
+) -> JSONResponse:
+    job = await _owned_job(state, request_id, key_id)
+    body = await _status_payload(state, job, public_base(request), _flag(logs))
+    return JSONResponse(body, status_code=200 if job.status == COMPLETED else 202, headers={REQUEST_ID_HEADER: job.id})
+
+
+async def stream_status(
+    request: Request,
+    request_id: str,
+    logs: str | None = Query(None),
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
+) -> StreamingResponse:
+    job = await _owned_job(state, request_id, key_id)
+    events = _status_events(state, request, job, _flag(logs))
+    return StreamingResponse(events, media_type="text/event-stream", headers={REQUEST_ID_HEADER: job.id, "Cache-Control": "no-store"})
+
+
+async def _status_events(state: AppState, request: Request, job: Job, with_logs: bool) -> AsyncIterator[str]:
+    """One `data:` event per change (new status, queue position or log lines), closed after COMPLETED."""
+    base, last_log_id, last_key, quiet = public_base(request), 0, None, 0.0
+    while True:
+        position = await run_in_threadpool(state.store.queue_position, job) if job.status == IN_QUEUE else 0
+        new_logs = await run_in_threadpool(state.store.logs, job.id, last_log_id) if with_logs else []
+        key = (job.status, position)
+        if key != last_key or new_logs:
+            last_key, quiet = key, 0.0
+            last_log_id = new_logs[-1].id if new_logs else last_log_id
+            body = status_body(job, base, position, new_logs if with_logs and job.status != IN_QUEUE else None)
+            yield f"data: {json.dumps(body)}\n\n"
+        if job.status == COMPLETED:
+            return
+        if quiet >= KEEPALIVE_SECONDS:
+            quiet = 0.0
+            yield ": keepalive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(STREAM_POLL_SECONDS)
+        quiet += STREAM_POLL_SECONDS
+        job = await run_in_threadpool(state.store.get, job.id) or job
+
+
+def result_response(job: Job) -> JSONResponse:
+    headers = {REQUEST_ID_HEADER: job.id}
+    if job.status != COMPLETED:
+        return JSONResponse({"detail": "Request is still in progress"}, status_code=400, headers=headers)
+    if job.error is not None:
+        headers["X-Fal-Error-Type"] = job.error_type or "internal_error"
+        if job.error_type == "request_timeout":
+            headers["X-Fal-Request-Timeout-Type"] = "user"
+        return JSONResponse(json.loads(job.error_body_json or "{}"), status_code=job.error_status or 500, headers=headers)
+    return JSONResponse(json.loads(job.output_json or "null"), headers=headers)
+
+
+async def get_result(
+    request_id: str,
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
+) -> JSONResponse:
+    return result_response(await _owned_job(state, request_id, key_id))
+
+
+async def cancel(
+    request_id: str,
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
+) -> JSONResponse:
+    outcome = await run_in_threadpool(state.store.cancel, request_id, key_id)
+    headers = {REQUEST_ID_HEADER: request_id}
+    if outcome == "not_found":
+        return JSONResponse({"status": "NOT_FOUND", "detail": "Request not found"}, status_code=404, headers=headers)
+    if outcome == "completed":
+        return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400, headers=headers)
+    return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)
+
+
+async def submit_unknown(endpoint_id: str, key_id: str = Depends(require_key)) -> JSONResponse:
+    raise HTTPException(404, f"Endpoint '{endpoint_id}' not found")

@@ -1,0 +1,103 @@
+"""ASGI middleware that maps every way a client may reach us onto one set of routes.
+
+- `/api/fal/proxy` with `x-fal-target-url` (the JS client's `proxyUrl`, @fal-ai/server-proxy protocol);
+- fal host names (`fal.run`, `queue.fal.run`, `rest.fal.ai`, `v3.fal.media`) for the DNS-override recipe;
+- a trailing slash is ignored instead of redirected (fal's SDK polls `.../status/`);
+- request bodies are capped (413) before any route reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HOST_PREFIXES = {
+    "fal.run": "/run",
+    "queue.fal.run": "/queue",
+    "rest.fal.ai": "/rest",
+    "rest.alpha.fal.ai": "/rest",
+    "v3.fal.media": "/cdn",
+    "v3b.fal.media": "/cdn",
+}
+PROXY_PATH = "/api/fal/proxy"
+
+
+class FalRoutingMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.rstrip("/") == PROXY_PATH:
+            target = _header(scope, b"x-fal-target-url")
+            rewritten = _rewrite_target(target) if target else None
+            if rewritten is None:
+                await _json(send, 400, {"detail": "Invalid request: x-fal-target-url must name a fal host"})
+                return
+            path, query = rewritten
+            scope = {**scope, "query_string": query.encode()}
+        else:
+            prefix = HOST_PREFIXES.get(_header(scope, b"host").split(":")[0])
+            if prefix and not path.startswith(prefix + "/"):
+                path = prefix + path
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        scope = {**scope, "path": path, "raw_path": path.encode()}
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _json(send, 413, {"detail": f"Request body is larger than {self.max_body_bytes} bytes"})
+            return
+        await self.app(scope, _capped(receive, self.max_body_bytes), send)
+
+
+def _rewrite_target(target: str) -> tuple[str, str] | None:
+    parts = urlsplit(target)
+    prefix = HOST_PREFIXES.get(parts.hostname or "")
+    if parts.scheme not in ("http", "https") or prefix is None:
+        return None
+    return prefix + (parts.path or "/"), parts.query
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge()
+        return message
+
+    return wrapped
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the cap; the app turns it into a 413."""
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})

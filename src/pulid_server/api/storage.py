@@ -1,0 +1,117 @@
+"""File storage as both fal clients speak it, plus downloads of stored files.
+
+- JS (and the Python fallback): `POST /rest/storage/upload/initiate` -> {upload_url, file_url}; then a raw
+  `PUT upload_url` (no auth: the URL itself is the capability).
+- Python: `POST /rest/storage/auth/token` -> a short-lived CDN token; `POST /cdn/files/upload` with
+  `Authorization: Bearer <token>` -> {access_url}.
+- `GET /files/{key}`: stored files (uploads and outputs) by their unguessable URL.
+"""
+
+import mimetypes
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from pulid_server.api.auth import require_key
+from pulid_server.api.queue import public_base
+from pulid_server.api.state import AppState, app_state
+
+router = APIRouter(tags=["storage"])
+UPLOAD_TTL_SECONDS = 3600.0
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
+
+
+class InitiateUpload(BaseModel):
+    file_name: str | None = Field(None, max_length=255)
+    content_type: str = Field("application/octet-stream", max_length=200)
+
+
+def new_upload_key(file_name: str | None, content_type: str) -> str:
+    ext = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
+    name = SAFE_NAME.sub("_", file_name or "")[:100].strip("._") or f"upload{ext}"
+    return f"uploads/{secrets.token_urlsafe(16)}/{name}"
+
+
+@router.post("/rest/storage/upload/initiate", summary="Start an upload (returns a PUT URL and the file URL)")
+async def initiate_upload(
+    request: Request,
+    body: InitiateUpload,
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
+) -> dict[str, str]:
+    key = new_upload_key(body.file_name, body.content_type)
+    token = await run_in_threadpool(state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS, key, body.content_type)
+    base = public_base(request)
+    return {"upload_url": f"{base}/files/upload/{token}", "file_url": f"{base}/files/{key}"}
+
+
+async def _read_capped(request: Request, state: AppState) -> bytes:
+    limit = state.settings.max_file_bytes
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise HTTPException(413, f"File is larger than {limit} bytes")
+    return bytes(data)
+
+
+@router.put("/files/upload/{token}", summary="Upload target of an initiated upload")
+async def put_upload(token: str, request: Request, state: AppState = Depends(app_state)) -> dict[str, str]:
+    grant = await run_in_threadpool(state.store.check_upload_grant, token)
+    if grant is None or grant["file_key"] is None:
+        raise HTTPException(404, "Unknown or expired upload URL")
+    data = await _read_capped(request, state)
+    content_type = request.headers.get("content-type") or grant["content_type"] or "application/octet-stream"
+    await run_in_threadpool(state.blobs.put, grant["file_key"], data, content_type)
+    return {"status": "ok"}
+
+
+@router.post("/rest/storage/auth/token", summary="Short-lived token for CDN uploads (Python client)")
+async def cdn_token(
+    request: Request, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
+) -> dict[str, str]:
+    token = await run_in_threadpool(state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS)
+    expires = datetime.now(UTC) + timedelta(seconds=UPLOAD_TTL_SECONDS)
+    return {
+        "token": token,
+        "token_type": "Bearer",
+        "base_url": f"{public_base(request)}/cdn",
+        "expires_at": expires.isoformat(),  # must carry +00:00: the client compares aware datetimes
+    }
+
+
+@router.post("/cdn/files/upload", summary="Upload a file with a CDN token (Python client)")
+async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> JSONResponse:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    grant = await run_in_threadpool(state.store.check_upload_grant, token.strip()) if token else None
+    if grant is None:  # an API key works too, for clients that skip the token step
+        await require_key(request, state)
+    data = await _read_capped(request, state)
+    content_type = request.headers.get("content-type") or "application/octet-stream"
+    key = new_upload_key(request.headers.get("x-fal-file-name"), content_type)
+    await run_in_threadpool(state.blobs.put, key, data, content_type)
+    return JSONResponse({"access_url": f"{public_base(request)}/files/{key}"})
+
+
+@router.get("/files/{key:path}", summary="Download a stored file", response_class=Response)
+async def download(key: str, state: AppState = Depends(app_state)) -> Response:
+    if not key.startswith(("uploads/", "outputs/")):
+        raise HTTPException(404, "File not found")
+    url = await run_in_threadpool(state.blobs.download_url, key)
+    if url:
+        return RedirectResponse(url, status_code=307)
+    blob = await run_in_threadpool(state.blobs.get, key)
+    if blob is None:
+        raise HTTPException(404, "File not found")
+    headers = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+    media_type = blob.content_type
+    if media_type not in INLINE_TYPES:  # user-chosen types (text/html...) must not render on our origin
+        media_type = "application/octet-stream"
+        headers["Content-Disposition"] = "attachment"
+    return Response(blob.data, media_type=media_type, headers=headers)

@@ -1,0 +1,110 @@
+"""Tables of the job store. One schema for SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived queues.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("secret_hash", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # seq orders the queue (FIFO within a priority); id is the public request id.
+    Column("seq", BigInt, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("endpoint_id", String(200), nullable=False),
+    Column("owner_key_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # IN_QUEUE | IN_PROGRESS | COMPLETED
+    Column("priority", Integer, nullable=False, default=0),  # 0 normal, 1 low
+    Column("input_json", Text, nullable=False),
+    Column("base_url", String(500), nullable=False, default=""),
+    Column("webhook_url", Text),
+    Column("idempotency_key", String(200)),
+    Column("created_at", Float, nullable=False),
+    Column("start_deadline", Float),  # X-Fal-Request-Timeout: must start before this time
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("worker_id", String(100)),
+    Column("lease_until", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("output_json", Text),
+    Column("error", Text),
+    Column("error_type", String(64)),
+    Column("error_status", Integer),
+    Column("error_body_json", Text),
+    Column("inference_time", Float),
+    UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_idempotency"),
+)
+Index("ix_jobs_queue", jobs.c.status, jobs.c.priority, jobs.c.seq)
+Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_until)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("id", BigInt, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+)
+Index("ix_job_logs_job", job_logs.c.job_id, job_logs.c.id)
+
+# Pending uploads: the capability in an upload URL (JS initiate + PUT) or a CDN token (Python client).
+upload_grants = Table(
+    "upload_grants",
+    metadata,
+    Column("token_hash", String(128), primary_key=True),
+    Column("owner_key_id", String(64), nullable=False),
+    Column("file_key", String(500)),  # set for single-file PUT grants, NULL for CDN tokens
+    Column("content_type", String(200)),
+    Column("expires_at", Float, nullable=False),
+)
+
+# Durable webhook outbox: one row per job, written in the same transaction that completes the job.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("state", String(16), nullable=False, default="pending"),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("last_error", Text),
+)
+Index("ix_webhooks_due", webhooks.c.state, webhooks.c.next_attempt_at)
+
+# Server-wide values every node must share (the webhook signing key).
+server_values = Table(
+    "server_values",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)

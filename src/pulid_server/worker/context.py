@@ -1,0 +1,102 @@
+"""The JobContext a runner sees: logs, progress + cancel checks, input images, output files."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from PIL import Image
+
+from pulid_server.config import Settings
+from pulid_server.endpoints import JobCancelled, UserInputError
+from pulid_server.files import (
+    BlobStore,
+    DataURIError,
+    FetchError,
+    ImageDecodeError,
+    decode_data_uri,
+    encode_png,
+    fetch_bytes,
+    open_image,
+)
+from pulid_server.store import Job, JobStore
+
+# Keys under these prefixes are ours: a URL whose path is /files/<key> is read from the blob store
+# directly (no HTTP request leaves the worker, whatever host the URL names).
+OWN_KEY_PREFIXES = ("uploads/", "outputs/")
+
+
+def own_file_key(url: str) -> str | None:
+    path = urlsplit(url).path
+    _, sep, key = path.partition("/files/")
+    key = unquote(key)
+    if sep and key.startswith(OWN_KEY_PREFIXES) and ".." not in key:
+        return key
+    return None
+
+
+class WorkerJobContext:
+    def __init__(self, job: Job, store: JobStore, blobs: BlobStore, settings: Settings):
+        self.request_id = job.id
+        self._job = job
+        self._store = store
+        self._blobs = blobs
+        self._settings = settings
+        self._base = (settings.public_url or job.base_url).rstrip("/")
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        self._store.log(self.request_id, message, level)
+
+    def progress(self, step: int, total: int) -> None:
+        self.log(f"step {step}/{total}")
+        if self._store.cancel_requested(self.request_id):
+            raise JobCancelled()
+
+    def load_image(self, url: str, loc: tuple[str | int, ...]) -> tuple[bytes, Image.Image]:
+        name = _field_name(loc)
+        try:
+            data = self._read_url(url, name)
+            return data, open_image(data, max_pixels=self._settings.max_image_pixels)
+        except (FetchError, DataURIError, ImageDecodeError) as exc:
+            raise UserInputError(f"{name}: {exc}", loc, "invalid_image") from exc
+
+    def _read_url(self, url: str, name: str) -> bytes:
+        limit = self._settings.max_file_bytes
+        if url.startswith("data:"):
+            return decode_data_uri(url, max_bytes=self._settings.max_data_uri_bytes)[1]
+        key = own_file_key(url)
+        if key is not None:
+            blob = self._blobs.get(key)
+            if blob is None:
+                raise FetchError(f"file not found: {url}")
+            return blob.data
+        data, _ = fetch_bytes(
+            url,
+            max_bytes=limit,
+            timeout=self._settings.fetch_timeout_seconds,
+            allow_private=self._settings.allow_private_urls,
+        )
+        return data
+
+    def save_image(self, image: Image.Image) -> dict[str, Any]:
+        data = encode_png(image)
+        name = f"{secrets.token_urlsafe(12)}.png"
+        key = f"outputs/{self.request_id}/{name}"
+        self._blobs.put(key, data, "image/png")
+        return {
+            "url": f"{self._base}/files/{key}",
+            "content_type": "image/png",
+            "file_name": name,
+            "file_size": len(data),
+            "width": image.width,
+            "height": image.height,
+        }
+
+
+def _field_name(loc: tuple[str | int, ...]) -> str:
+    """("body", "reference_images", 1, "image_url") -> "reference_images[1].image_url"."""
+    out = ""
+    for part in loc[1:]:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "body"

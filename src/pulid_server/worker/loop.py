@@ -1,0 +1,177 @@
+"""The worker process: claim a job with a lease, run its endpoint, store the result. One job at a time.
+
+Crash safety comes from the store, not from this loop: a heartbeat thread keeps the lease alive while a
+job runs; if the process dies (kill -9, CUDA OOM exit) the lease expires and the job is requeued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pulid_server import endpoints
+from pulid_server.config import Settings
+from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
+from pulid_server.files import open_blob_store
+from pulid_server.store import Failure, Job, JobStore
+from pulid_server.worker.context import WorkerJobContext
+
+log = logging.getLogger("pulid.worker")
+OOM_EXIT_CODE = 75  # the supervisor restarts the process; the CUDA context may be poisoned
+
+
+@dataclass
+class Outcome:
+    output: dict[str, Any] | None = None
+    failure: Failure | None = None
+    fatal: bool = False  # stop this process after recording the job (e.g. GPU OOM)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    endpoint_ids: list[str] = field(default_factory=list)
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+    def __post_init__(self) -> None:
+        self.store = JobStore(self.settings.resolved_database_url())
+        self.blobs = open_blob_store(self.settings.storage, self.settings.data_dir, self.settings.s3_endpoint_url)
+        self.stopping = threading.Event()
+        self.runners: dict[str, tuple[Endpoint, Runner]] = {}
+        self._last_reap = 0.0
+
+    def load(self) -> None:
+        endpoints.load_builtin_and_extra(self.settings.extra_endpoints)
+        wanted = self.endpoint_ids or [e.id for e in endpoints.all_endpoints()]
+        for endpoint_id in wanted:
+            endpoint = endpoints.get(endpoint_id)
+            if endpoint is None:
+                raise SystemExit(f"unknown endpoint {endpoint_id!r}")
+            log.info("loading %s", endpoint_id)
+            self.runners[endpoint_id] = (endpoint, endpoint.load_runner(self.settings))
+        log.info("worker %s ready: %s", self.worker_id, ", ".join(self.runners))
+
+    def install_signal_handlers(self) -> None:
+        def on_term(signum: int, _frame: Any) -> None:
+            if self.stopping.is_set():  # second signal: give the job back now
+                raise KeyboardInterrupt
+            log.info("signal %s: finishing the current job, claiming no more", signum)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+    def run_forever(self) -> int:
+        ids = list(self.runners)
+        while not self.stopping.is_set():
+            self._maybe_reap()
+            job = None
+            if self.store.has_queued(ids):
+                job = self.store.claim(self.worker_id, ids, self.settings.lease_seconds)
+            if job is None:
+                self.stopping.wait(self.settings.poll_seconds)
+                continue
+            if self.process(job).fatal:
+                return OOM_EXIT_CODE
+        return 0
+
+    def _maybe_reap(self) -> None:
+        if time.monotonic() - self._last_reap > 1.0:
+            self._last_reap = time.monotonic()
+            self.store.reap(self.settings.max_attempts)
+
+    def process(self, job: Job) -> Outcome:
+        endpoint, runner = self.runners[job.endpoint_id]
+        beat = _Heartbeat(self.store, job.id, self.worker_id, self.settings)
+        beat.start()
+        started = time.perf_counter()
+        try:
+            outcome = self._run(endpoint, runner, job)
+        except KeyboardInterrupt:
+            beat.stop()
+            self.store.release(job, self.worker_id)
+            log.info("job %s returned to the queue", job.id)
+            raise
+        finally:
+            beat.stop()
+        elapsed = time.perf_counter() - started
+        if not self.store.complete(job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed):
+            log.warning("job %s: lease lost before completion; result dropped", job.id)
+        return outcome
+
+    def _run(self, endpoint: Endpoint, runner: Runner, job: Job) -> Outcome:
+        ctx = WorkerJobContext(job, self.store, self.blobs, self.settings)
+        try:
+            inputs = endpoint.input_model.model_validate(job.input)
+            result = runner(inputs, ctx)
+            output = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+            return Outcome(output=output)
+        except JobCancelled:
+            ctx.log("cancelled", "WARN")
+            return Outcome(failure=Failure("Request was cancelled", "request_cancelled", 400, {}))
+        except UserInputError as exc:
+            ctx.log(exc.message, "ERROR")
+            detail = [{"loc": list(exc.loc), "msg": exc.message, "type": exc.error_type}]
+            return Outcome(failure=Failure(exc.message, exc.error_type, 422, {"detail": detail}))
+        except ValidationError as exc:
+            detail = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)]
+            return Outcome(failure=Failure("Invalid input", "validation_error", 422, {"detail": detail}))
+        except Exception as exc:  # noqa: BLE001 - any model error ends this job, not the worker
+            if _is_oom(exc):
+                ctx.log("out of GPU memory; restarting the worker", "ERROR")
+                return Outcome(failure=Failure("Out of GPU memory", "gpu_oom", 503, {}), fatal=True)
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            ctx.log(f"{type(exc).__name__}: {exc}", "ERROR")
+            return Outcome(failure=Failure(f"Model error: {type(exc).__name__}: {exc}", "internal_error", 500, {}))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+class _Heartbeat:
+    """Extends the job's lease every `heartbeat_seconds` from a side thread while the model runs."""
+
+    def __init__(self, store: JobStore, job_id: str, worker_id: str, settings: Settings):
+        self._args = (job_id, worker_id, settings.lease_seconds)
+        self._store = store
+        self._every = settings.heartbeat_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{job_id[:8]}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                self._store.heartbeat(*self._args)
+            except Exception:  # noqa: BLE001 - a failed beat is retried; the lease has slack
+                log.exception("heartbeat failed")
+
+
+def main() -> int:
+    """Entry point of a worker process (`pulid worker`, or spawned by `pulid serve`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings()
+    ids = [e for e in os.environ.get("PULID_WORKER_ENDPOINTS", "").split(",") if e]
+    worker = Worker(settings, endpoint_ids=ids)
+    worker.install_signal_handlers()
+    worker.load()
+    try:
+        return worker.run_forever()
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,86 @@
+"""Runs worker processes beside the API (`pulid serve --workers N`) and restarts them when they die.
+
+The model lives in these child processes so that a crash, an OOM or a kill -9 costs one job attempt
+(requeued by its lease), never the API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from pulid_server.config import Settings
+
+log = logging.getLogger("pulid.supervisor")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as PULID_* variables, so a child process sees exactly this configuration."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[f"PULID_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return env
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, count: int, drain_seconds: float = 30.0):
+        self.settings = settings
+        self.count = count
+        self.drain_seconds = drain_seconds
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="worker-supervisor")
+
+    def start(self) -> None:
+        for i in range(self.count):
+            self._spawn(i)
+        self._thread.start()
+
+    def _spawn(self, i: int) -> None:
+        self.procs[i] = subprocess.Popen([sys.executable, "-m", "pulid_server.worker"], env=settings_env(self.settings))
+        log.info("worker %d started (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
+
+    def _watch(self) -> None:
+        backoff = [0.0] * self.count
+        while not self._stop.wait(0.5):
+            for i, proc in enumerate(self.procs):
+                if proc is None or proc.poll() is None:
+                    continue
+                log.warning("worker %d (pid %d) exited with %s; restarting", i, proc.pid, proc.returncode)
+                self.restarts += 1
+                backoff[i] = min(max(backoff[i] * 2, 0.5), 30.0)
+                if self._stop.wait(backoff[i]):
+                    return
+                self._spawn(i)
+
+    def alive(self) -> int:
+        return sum(1 for p in self.procs if p is not None and p.poll() is None)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None and p.poll() is None]
+
+    def stop(self) -> None:
+        """Drain: SIGTERM (finish the current job), then SIGTERM again (requeue it), then SIGKILL."""
+        self._stop.set()
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.drain_seconds
+        for p in live:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()

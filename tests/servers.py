@@ -78,15 +78,15 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.key:
             self.key = self.new_key()
-        log = open(self.data_dir / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pulid_server", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-             "--workers", str(self.workers), *self.extra_args],
-            env=self.full_env(),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.data_dir / f"server-{self.port}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pulid_server", "serve", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), "--workers", str(self.workers), *self.extra_args],
+                env=self.full_env(),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.wait("/health/ready" if wait_ready and self.workers else "/health/live")
         return self
 

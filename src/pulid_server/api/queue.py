@@ -3,6 +3,7 @@
 import asyncio
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,14 @@ from pulid_server.store import COMPLETED, IN_QUEUE, PRIORITIES, Job, LogLine, Qu
 REQUEST_ID_HEADER = "x-fal-request-id"
 STREAM_POLL_SECONDS = 0.1
 KEEPALIVE_SECONDS = 15.0
+
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def id_header(request_id: str) -> dict[str, str]:
+    """`x-fal-request-id` for a well-formed id only: user text must never reach a response header."""
+    return {REQUEST_ID_HEADER: request_id} if REQUEST_ID_PATTERN.match(request_id) else {}
 
 
 def public_base(request: Request) -> str:
@@ -168,7 +177,7 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
 async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
     job = await run_in_threadpool(state.store.get, request_id, key_id)
     if job is None:  # another key's request is indistinguishable from a missing one
-        raise HTTPException(404, "Request not found", headers={REQUEST_ID_HEADER: request_id})
+        raise HTTPException(404, "Request not found", headers=id_header(request_id))
     return job
 
 
@@ -252,7 +261,7 @@ async def cancel(
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
     outcome = await run_in_threadpool(state.store.cancel, request_id, key_id)
-    headers = {REQUEST_ID_HEADER: request_id}
+    headers = id_header(request_id)
     if outcome == "not_found":
         return JSONResponse({"status": "NOT_FOUND", "detail": "Request not found"}, status_code=404, headers=headers)
     if outcome == "completed":

@@ -1,0 +1,32 @@
+"""Everything that touches user-supplied bytes or URLs: SSRF-safe fetching, data URIs, image decoding
+with limits, and blob storage (local folder or S3-compatible)."""
+
+from pulid_server.files.blobs import (
+    Blob,
+    BlobKeyError,
+    BlobStore,
+    LocalBlobStore,
+    S3BlobStore,
+    open_blob_store,
+)
+from pulid_server.files.datauri import DataURIError, decode_data_uri
+from pulid_server.files.fetch import FetchError, fetch_bytes, post_json, validate_url
+from pulid_server.files.images import ImageDecodeError, encode_png, open_image
+
+__all__ = [
+    "Blob",
+    "BlobKeyError",
+    "BlobStore",
+    "DataURIError",
+    "FetchError",
+    "ImageDecodeError",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "decode_data_uri",
+    "encode_png",
+    "fetch_bytes",
+    "open_blob_store",
+    "open_image",
+    "post_json",
+    "validate_url",
+]

@@ -24,6 +24,7 @@ test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-test
+	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) bench/run_all.py
 
 clean:

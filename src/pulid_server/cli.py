@@ -10,17 +10,19 @@ from typing import Annotated, Any
 
 import typer
 
+from pulid_server.client.cli import register_commands
 from pulid_server.config import Settings
+from pulid_server.model.cli import weights_app
 
 app = typer.Typer(help="pulid-server: self-hosted PuLID behind fal's queue API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="SQLite database and local files [default: ./data]")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="SQLite database and local files (default: ./data)")]
 DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="sqlite:///path or postgresql://... [default: SQLite in the data dir]")
+    str | None, typer.Option("--database-url", help="sqlite:///path or postgresql://... (default: SQLite in the data dir)")
 ]
-Storage = Annotated[str | None, typer.Option("--storage", help="'local' or s3://bucket/prefix [default: local]")]
+Storage = Annotated[str | None, typer.Option("--storage", help="'local' or s3://bucket/prefix (default: local)")]
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", help="official | tiny | auto (official when its weights are present, else tiny)"),
@@ -44,7 +46,7 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS (for fal-client's FAL_RUN_HOST)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
     tls_port: Annotated[
-        int | None, typer.Option(help="Serve HTTPS on this extra port and plain HTTP on --port [default: HTTPS on --port]")
+        int | None, typer.Option(help="Serve HTTPS on this extra port and plain HTTP on --port (default: HTTPS on --port)")
     ] = None,
 ) -> None:
     """Run the API and (unless --workers 0) supervised worker processes: the whole service on one machine."""
@@ -143,12 +145,5 @@ def _store(data_dir: Path | None, database_url: str | None) -> Any:
     return JobStore(settings.resolved_database_url())
 
 
-def _mount_optional_apps() -> None:
-    try:
-        from pulid_server.model.cli import weights_app
-    except ImportError:  # the model package is optional for API-only installs
-        return
-    app.add_typer(weights_app, name="weights", help="Download and check the official model weights.")
-
-
-_mount_optional_apps()
+app.add_typer(weights_app, name="weights", help="Download and check the official model weights.")
+register_commands(app)  # run / submit / status / result / cancel / upload, on pulid_server.client

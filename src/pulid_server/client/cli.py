@@ -1,0 +1,412 @@
+"""User-facing commands on the Python client: run, submit, status, result, cancel, upload.
+
+Registered on the main `pulid` app by `register_commands` (called from pulid_server/cli.py).
+Human output goes to stderr; stdout carries only what scripts need (paths, ids, URLs, or --json).
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Self
+
+import typer
+
+from pulid_server.client.errors import (
+    PulidConnectionError,
+    PulidHTTPError,
+    PulidTimeoutError,
+    RequestFailed,
+    format_field_error,
+)
+from pulid_server.client.status import Completed, InProgress, Queued, Status
+from pulid_server.client.sync import SyncClient
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TIMEOUT, EXIT_CONNECTION = 0, 1, 2, 3, 4, 5
+EPILOG = (
+    "Exit codes: 0 ok, 1 request failed (error in its result), 2 usage or validation error "
+    "(422: the field errors are printed), 3 cancelled, 4 timed out, 5 connection or auth problem."
+)
+IMAGE_SIZE_PRESETS = (
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+)
+DEFAULT_ENDPOINT = "fal-ai/pulid"
+POLL_INTERVAL = 0.25
+
+Url = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default: env PULID_URL, else http://127.0.0.1:8000)")
+]
+Key = Annotated[
+    str | None, typer.Option("--key", help="API key key_id:secret (default: env PULID_KEY, else FAL_KEY)")
+]
+JsonOut = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (errors too), for scripts")
+]
+EndpointOpt = Annotated[
+    str, typer.Option("--endpoint", help="Endpoint id the request was submitted to (owner/alias)")
+]
+Timeout = Annotated[float, typer.Option("--timeout", help="Give up after this many seconds (exit 4)")]
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add run, submit, status, result, cancel and upload to the `pulid` app."""
+    app.command("run", epilog=EPILOG)(run_command)
+    app.command("submit", epilog=EPILOG)(submit_command)
+    app.command("status", epilog=EPILOG)(status_command)
+    app.command("result", epilog=EPILOG)(result_command)
+    app.command("cancel", epilog=EPILOG)(cancel_command)
+    app.command("upload", epilog=EPILOG)(upload_command)
+
+
+# -- commands ----------------------------------------------------------------------------------------------
+
+
+def run_command(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint id, e.g. fal-ai/pulid")],
+    prompt: Annotated[str, typer.Option("--prompt", help="What to generate")],
+    ref: Annotated[
+        list[str],
+        typer.Option("--ref", help="Reference face: a local file (uploaded) or a URL; repeat up to 4 times"),
+    ],
+    num_images: Annotated[int | None, typer.Option("--num-images", help="Images to generate (1-4)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed")] = None,
+    image_size: Annotated[
+        str | None,
+        typer.Option("--image-size", help=f"{' | '.join(IMAGE_SIZE_PRESETS)} | WxH, e.g. 768x1024"),
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help='fidelity | "extreme style"')] = None,
+    id_scale: Annotated[
+        float | None, typer.Option("--id-scale", help="Strength of the identity (0-5)")
+    ] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Inference steps")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to save the images into")] = Path("."),
+    url: Url = None,
+    key: Key = None,
+    json_out: JsonOut = False,
+    timeout: Timeout = 600.0,
+) -> None:
+    """Generate images from reference faces; show the queue and progress live; save the images into --out.
+
+    Prints the saved paths, one per line.
+    """
+    arguments: dict[str, Any] = {
+        "prompt": prompt,
+        "reference_images": [{"image_url": _reference(r)} for r in ref],
+    }
+    optional = {
+        "num_images": num_images,
+        "seed": seed,
+        "image_size": _image_size(image_size) if image_size else None,
+        "mode": mode,
+        "id_scale": id_scale,
+        "negative_prompt": negative_prompt,
+        "num_inference_steps": steps,
+    }
+    arguments.update({k: v for k, v in optional.items() if v is not None})
+    with _client(url, key) as client, _exit_codes(json_out):
+        request_id, output = _follow(client, endpoint, arguments, timeout)
+        paths = _save_images(client, output, out, request_id)
+        if json_out:
+            _print_json({"request_id": request_id, "output": output, "files": [str(p) for p in paths]})
+        else:
+            for path in paths:
+                typer.echo(str(path))
+
+
+def submit_command(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint id, e.g. fal-ai/pulid")],
+    input: Annotated[str, typer.Option("--input", help="Input as JSON, or @file.json")] = "{}",
+    webhook: Annotated[
+        str | None, typer.Option("--webhook", help="URL to POST the result to when done")
+    ] = None,
+    url: Url = None,
+    key: Key = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Queue a request and print its request id (with --json: the id and its URLs)."""
+    arguments = _parse_input(input)
+    with _client(url, key) as client, _exit_codes(json_out):
+        handle = client.submit(endpoint, arguments, webhook_url=webhook)
+        if json_out:
+            _print_json(
+                {
+                    "request_id": handle.request_id,
+                    "status_url": handle.status_url,
+                    "response_url": handle.response_url,
+                    "cancel_url": handle.cancel_url,
+                }
+            )
+        else:
+            typer.echo(handle.request_id)
+
+
+def status_command(
+    request_id: Annotated[str, typer.Argument(help="Request id")],
+    endpoint: EndpointOpt = DEFAULT_ENDPOINT,
+    logs: Annotated[bool, typer.Option("--logs", help="Include the request's log lines")] = False,
+    url: Url = None,
+    key: Key = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Print a request's state: IN_QUEUE (with position), IN_PROGRESS or COMPLETED (with any error)."""
+    with _client(url, key) as client, _exit_codes(json_out):
+        status = client.status(endpoint, request_id, with_logs=logs)
+        if json_out:
+            _print_json({"request_id": request_id, **_status_dict(status)})
+            return
+        typer.echo(_status_line(status))
+        for line in getattr(status, "logs", None) or []:
+            typer.echo(f"  {line.get('timestamp', '')} {line.get('level', '')} {line.get('message', '')}")
+
+
+def result_command(
+    request_id: Annotated[str, typer.Argument(help="Request id")],
+    endpoint: EndpointOpt = DEFAULT_ENDPOINT,
+    url: Url = None,
+    key: Key = None,
+    json_out: JsonOut = False,
+    timeout: Timeout = 600.0,
+) -> None:
+    """Wait for a request to complete and print its output JSON."""
+    with _client(url, key) as client, _exit_codes(json_out):
+        output = client.result(endpoint, request_id, timeout=timeout)
+        _print_json(output, indent=None if json_out else 2)
+
+
+def cancel_command(
+    request_id: Annotated[str, typer.Argument(help="Request id")],
+    endpoint: EndpointOpt = DEFAULT_ENDPOINT,
+    url: Url = None,
+    key: Key = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Cancel a queued or running request (it then completes with error_type request_cancelled)."""
+    with _client(url, key) as client, _exit_codes(json_out):
+        client.cancel(endpoint, request_id)
+        if json_out:
+            _print_json({"request_id": request_id, "status": "CANCELLATION_REQUESTED"})
+        else:
+            typer.echo(f"cancellation requested: {request_id}", err=True)
+
+
+def upload_command(
+    file: Annotated[Path, typer.Argument(help="File to upload", exists=True, dir_okay=False, readable=True)],
+    url: Url = None,
+    key: Key = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Upload a file to the server and print its URL (usable as an input image URL)."""
+    with _client(url, key) as client, _exit_codes(json_out):
+        file_url = client.upload_file(file)
+        if json_out:
+            _print_json({"url": file_url})
+        else:
+            typer.echo(file_url)
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+def _client(url: str | None, key: str | None) -> SyncClient:
+    return SyncClient(url, key)
+
+
+def _reference(value: str) -> str | Path:
+    if value.startswith(("http://", "https://", "data:")):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise typer.BadParameter(f"{value!r} is neither a file nor an http(s)/data: URL", param_hint="--ref")
+    return path
+
+
+def _image_size(value: str) -> str | dict[str, int]:
+    if value in IMAGE_SIZE_PRESETS:
+        return value
+    width, sep, height = value.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise typer.BadParameter(
+            f"expected one of {', '.join(IMAGE_SIZE_PRESETS)} or WxH", param_hint="--image-size"
+        )
+    return {"width": int(width), "height": int(height)}
+
+
+def _parse_input(value: str) -> dict[str, Any]:
+    try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
+        data = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--input") from exc
+    if not isinstance(data, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--input")
+    return data
+
+
+def _status_dict(status: Status) -> dict[str, Any]:
+    name = {Queued: "IN_QUEUE", InProgress: "IN_PROGRESS", Completed: "COMPLETED"}[type(status)]
+    body = {"status": name, **asdict(status)}  # type: ignore[call-overload]
+    if "position" in body:
+        body["queue_position"] = body.pop("position")
+    return body
+
+
+def _status_line(status: Status) -> str:
+    if isinstance(status, Queued):
+        return f"IN_QUEUE (position {status.position})"
+    if isinstance(status, InProgress):
+        return "IN_PROGRESS"
+    assert isinstance(status, Completed)
+    return f"COMPLETED with error ({status.error_type}): {status.error}" if status.error else "COMPLETED"
+
+
+def _follow(client: SyncClient, endpoint: str, arguments: dict[str, Any], timeout: float) -> tuple[str, Any]:
+    """subscribe() with the live display on stderr; returns (request_id, output)."""
+    request_ids: list[str] = []
+    with _LiveStatus() as live:
+
+        def enqueued(request_id: str) -> None:
+            request_ids.append(request_id)
+            live.start()
+
+        output = client.subscribe(
+            endpoint,
+            arguments,
+            with_logs=True,
+            on_enqueue=enqueued,
+            on_queue_update=live.update,
+            client_timeout=timeout,
+            interval=POLL_INTERVAL,
+        )
+    return request_ids[0], output
+
+
+def _output_images(output: Any) -> list[dict[str, Any]]:
+    """fal's image outputs: `images: [Image]` (fal-ai/pulid) or `image: Image`."""
+    if not isinstance(output, dict):
+        return []
+    if isinstance(output.get("images"), list):
+        return [i for i in output["images"] if isinstance(i, dict)]
+    return [output["image"]] if isinstance(output.get("image"), dict) else []
+
+
+def _save_images(client: SyncClient, output: Any, out: Path, request_id: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(_output_images(output)):
+        ext = (
+            mimetypes.guess_extension(image.get("content_type") or "")
+            or Path(image.get("file_name") or "").suffix
+        )
+        path = out / f"{request_id}-{i}{ext or '.png'}"
+        path.write_bytes(client.download(image["url"], timeout=120))
+        paths.append(path)
+    return paths
+
+
+def _print_json(data: Any, indent: int | None = None) -> None:
+    typer.echo(json.dumps(data, indent=indent))
+
+
+class _LiveStatus:
+    """Queue position, log lines and a progress bar (from `step k/N` logs) on stderr, while a request runs."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )  # fmt: skip
+        self.task = self.progress.add_task("queued", total=None)
+        self.seen_logs = 0
+        self.started = False
+
+    def start(self) -> None:
+        """Called once the request is queued: nothing is drawn for a submit that fails."""
+        self.started = True
+        self.progress.start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def update(self, status: Status) -> None:
+        if isinstance(status, Queued):
+            self.progress.update(self.task, description=f"queued (position {status.position})")
+            return
+        self.progress.update(self.task, description="running" if isinstance(status, InProgress) else "done")
+        logs = status.logs or []  # type: ignore[attr-defined]
+        for line in logs[self.seen_logs :]:
+            self._log(str(line.get("message", "")))
+        self.seen_logs = len(logs)
+
+    def _log(self, message: str) -> None:
+        from pulid_server.client.status import parse_step
+
+        step = parse_step(message)
+        if step is not None:
+            self.progress.update(self.task, completed=step[0], total=step[1])
+        else:
+            self.progress.console.print(f"[dim]{message}[/dim]", highlight=False, markup=True)
+
+
+@contextmanager
+def _exit_codes(json_out: bool) -> Iterator[None]:
+    """Map client errors to the documented exit codes, with a message on stderr (and JSON on stdout)."""
+    try:
+        yield
+    except RequestFailed as exc:
+        code = {"request_cancelled": EXIT_CANCELLED, "request_timeout": EXIT_TIMEOUT}.get(
+            exc.error_type or "", EXIT_FAILED
+        )
+        _fail(code, f"request {exc.request_id} failed: {exc}", json_out, exc.field_errors,
+              error_type=exc.error_type, request_id=exc.request_id)  # fmt: skip
+    except PulidTimeoutError as exc:
+        _fail(
+            EXIT_TIMEOUT,
+            f"timed out: {exc}",
+            json_out,
+            error_type="client_timeout",
+            request_id=exc.request_id,
+        )
+    except PulidConnectionError as exc:
+        _fail(EXIT_CONNECTION, str(exc), json_out, error_type="connection_error")
+    except PulidHTTPError as exc:
+        code = (
+            EXIT_CONNECTION
+            if exc.status_code in (401, 403)
+            else EXIT_USAGE
+            if exc.status_code in (404, 422)
+            else EXIT_FAILED
+        )
+        message = "invalid input" if exc.field_errors else exc.message
+        _fail(code, f"HTTP {exc.status_code}: {message}", json_out, exc.field_errors,
+              error_type=exc.error_type, request_id=exc.request_id)  # fmt: skip
+
+
+def _fail(
+    code: int, message: str, json_out: bool, field_errors: list[dict[str, Any]] | None = None, **extra: Any
+) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    for error in field_errors or []:
+        typer.echo(f"  {format_field_error(error)}", err=True)
+    if json_out:
+        _print_json({"error": message, "exit_code": code, "field_errors": field_errors or [], **extra})
+    sys.stdout.flush()
+    raise typer.Exit(code)

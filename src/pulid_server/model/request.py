@@ -1,0 +1,60 @@
+"""What the service hands the model, and the one error it must tell users about. No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+Mode = Literal["fidelity", "extreme style"]
+
+
+@dataclass
+class GenerationRequest:
+    """One PuLID job. `reference_images` holds (raw bytes, decoded RGB image); the bytes key the ID cache."""
+
+    reference_images: list[tuple[bytes, Image.Image]]
+    prompt: str
+    negative_prompt: str = ""
+    num_images: int = 1
+    guidance_scale: float = 1.2
+    num_inference_steps: int = 4
+    seed: int = 0
+    width: int = 768
+    height: int = 1024
+    id_scale: float = 0.8
+    mode: Mode = "fidelity"
+    id_mix: bool = False
+
+
+class NoFaceError(ValueError):
+    """No usable face in `reference_images[index]`."""
+
+    def __init__(self, index: int, message: str = "") -> None:
+        self.index = index
+        self.detail = message
+        text = f"no face found in reference_images[{index}]"
+        super().__init__(f"{text}: {message}" if message else text)
+
+
+class WeightsMissingError(RuntimeError):
+    """Official weight files are not on disk; the message lists them and says how to fetch them."""
+
+
+class WeightsMismatchError(RuntimeError):
+    """A state dict does not match the model: names the file and the first mismatching keys/shapes."""
+
+
+@dataclass
+class PipelineStats:
+    """Counters that show what work a generate() call did (tests and logs read them; never timing)."""
+
+    face_analyses: int = 0
+    id_encodes: int = 0
+    id_cache_hits: int = 0
+    text_encodes: int = 0
+    generations: int = 0
+    denoise_steps: int = 0
+    extra: dict[str, int] = field(default_factory=dict)

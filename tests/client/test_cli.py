@@ -1,0 +1,121 @@
+"""The client commands as a user runs them: `python -m pulid_server ...` subprocesses, real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pulid_server.client import InProgress, SyncClient
+from tests.servers import REPO, Server, free_port
+
+
+def pulid(server: Server | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PULID_URL", "PULID_KEY", "FAL_KEY")}
+    if server is not None:
+        env.update(PULID_URL=server.url, PULID_KEY=server.key)
+    return subprocess.run(
+        [sys.executable, "-m", "pulid_server", *args],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_help_documents_exit_codes() -> None:
+    for command in ("run", "submit", "status", "result", "cancel", "upload"):
+        out = pulid(None, command, "--help")
+        assert out.returncode == 0, out.stderr
+        text = " ".join(out.stdout.split())
+        assert "Exit codes: 0 ok, 1 request failed" in text and "5 connection or auth problem" in text, (
+            command
+        )
+
+
+def test_upload_prints_the_url(server: Server, face_png: Path, client: SyncClient) -> None:
+    out = pulid(server, "upload", str(face_png))
+    assert out.returncode == 0, out.stderr
+    url = out.stdout.strip()
+    assert client.download(url, timeout=30) == face_png.read_bytes()
+    out = pulid(server, "upload", str(face_png), "--json")
+    assert json.loads(out.stdout)["url"].endswith("face.png")
+
+
+def test_submit_status_result(server: Server, tmp_path: Path) -> None:
+    out = pulid(server, "submit", "test/echo", "--input", '{"value": "cli", "steps": 2}')
+    assert out.returncode == 0, out.stderr
+    request_id = out.stdout.strip()
+    out = pulid(server, "result", request_id, "--endpoint", "test/echo", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["value"] == "cli"
+    out = pulid(server, "status", request_id, "--logs", "--json")
+    status = json.loads(out.stdout)
+    assert status["status"] == "COMPLETED" and status["request_id"] == request_id
+    assert [line["message"] for line in status["logs"]][-1] == "step 2/2"
+    out = pulid(server, "status", request_id, "--logs")
+    assert out.stdout.splitlines()[0] == "COMPLETED" and "step 2/2" in out.stdout
+
+    body = tmp_path / "in.json"
+    body.write_text('{"value": "from file"}')
+    out = pulid(server, "submit", "test/echo", "--input", f"@{body}", "--json")
+    submitted = json.loads(out.stdout)
+    assert submitted["status_url"].endswith(f"/requests/{submitted['request_id']}/status")
+    assert (
+        json.loads(pulid(server, "result", submitted["request_id"], "--json").stdout)["value"] == "from file"
+    )
+
+
+def test_failed_request_exits_1_with_the_error(server: Server) -> None:
+    request_id = pulid(server, "submit", "test/fail", "--input", '{"kind": "user"}').stdout.strip()
+    out = pulid(server, "result", request_id)
+    assert out.returncode == 1
+    assert "no_face" in out.stderr and "reference_images[0].image_url" in out.stderr
+    out = pulid(server, "result", request_id, "--json")
+    assert out.returncode == 1 and json.loads(out.stdout)["error_type"] == "no_face"
+
+
+def test_usage_and_validation_errors_exit_2(server: Server, face_png: Path) -> None:
+    out = pulid(server, "run", "fal-ai/pulid", "--prompt", "x", "--ref", str(face_png), "--num-images", "9")
+    assert out.returncode == 2, out.stderr
+    assert "num_images" in out.stderr
+    out = pulid(server, "run", "fal-ai/pulid", "--prompt", "x", "--ref", str(face_png), "--image-size", "big")
+    assert out.returncode == 2 and "--image-size" in out.stderr
+    out = pulid(server, "run", "fal-ai/pulid", "--prompt", "x", "--ref", "missing.jpg")
+    assert out.returncode == 2 and "missing.jpg" in out.stderr
+    out = pulid(server, "submit", "test/echo", "--input", "{not json")
+    assert out.returncode == 2
+    out = pulid(server, "submit", "test/echo", "--input", '{"steps": -1}', "--json")
+    assert out.returncode == 2
+    assert json.loads(out.stdout)["field_errors"][0]["loc"] == ["body", "steps"]
+    out = pulid(server, "status", "no-such-request")
+    assert out.returncode == 2
+
+
+def test_cancelled_request_exits_3(server: Server, client: SyncClient) -> None:
+    request_id = pulid(
+        server, "submit", "test/echo", "--input", '{"steps": 200, "step_seconds": 0.05}'
+    ).stdout.strip()
+    for status in client.get_handle("test/echo", request_id).iter_events(interval=0.05, timeout=30):
+        if isinstance(status, InProgress):
+            break
+    out = pulid(server, "cancel", request_id, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "CANCELLATION_REQUESTED"
+    out = pulid(server, "result", request_id)
+    assert out.returncode == 3 and "request_cancelled" in out.stderr
+
+
+def test_timeout_exits_4(server: Server, client: SyncClient) -> None:
+    request_id = pulid(
+        server, "submit", "test/echo", "--input", '{"steps": 100, "step_seconds": 0.05}'
+    ).stdout.strip()
+    out = pulid(server, "result", request_id, "--timeout", "0.5")
+    assert out.returncode == 4 and "timed out" in out.stderr
+    client.cancel("test/echo", request_id)
+
+
+def test_connection_and_auth_problems_exit_5(server: Server) -> None:
+    out = pulid(None, "status", "x", "--url", f"http://127.0.0.1:{free_port()}", "--key", "k:s")
+    assert out.returncode == 5 and "cannot reach" in out.stderr
+    out = pulid(None, "submit", "test/echo", "--url", server.url, "--key", "nope:nope")
+    assert out.returncode == 5 and "401" in out.stderr

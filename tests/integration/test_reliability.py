@@ -171,3 +171,22 @@ def test_keys_never_appear_in_logs(server: Server) -> None:
         c.post("/queue/test/echo", json={}, headers={"Authorization": "Key bogus:secret-value"})
     secret = server.key.split(":")[1]
     assert secret not in server.log() and "secret-value" not in server.log()
+
+
+def test_webhook_retries_survive_a_restart(fresh_server: Server) -> None:
+    from tests.integration.test_files_and_webhooks import Receiver
+
+    receiver = Receiver(failures=2)
+    srv = fresh_server.start()
+    try:
+        with srv.client() as c:
+            sub = c.post("/queue/test/echo", params={"fal_webhook": receiver.url}, json={}).json()
+            receiver.wait(1)
+        srv.stop()  # the outbox row is pending with a failed attempt
+        srv.start()
+        receiver.wait(3)
+        time.sleep(1.0)
+        assert len(receiver.calls) == 3  # two failures, one success, never a duplicate after it
+        assert all(sub["request_id"].encode() in body for _, body in receiver.calls)
+    finally:
+        receiver.close()

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from pulid_server import __version__, endpoints
-from pulid_server.api import health, storage
+from pulid_server import __version__, endpoints, web
+from pulid_server.api import health, metrics, storage
 from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router
 from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
 from pulid_server.api.run import build_run_router
@@ -19,6 +19,7 @@ from pulid_server.api.state import AppState
 from pulid_server.config import Settings
 from pulid_server.files import open_blob_store
 from pulid_server.store import JobStore
+from pulid_server.worker.reaper import Reaper
 from pulid_server.worker.supervisor import Supervisor
 from pulid_server.worker.webhooks import WebhookDispatcher, WebhookSigner
 
@@ -37,9 +38,11 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         store = JobStore(settings.resolved_database_url())
         blobs = open_blob_store(settings.storage, settings.data_dir, settings.s3_endpoint_url)
         dispatcher = WebhookDispatcher(store, settings)
+        reaper = Reaper(store, settings.max_attempts)
         supervisor = Supervisor(settings, workers) if workers > 0 else None
         app.state.pulid = AppState(settings, store, blobs, dispatcher.signer, supervisor)
         dispatcher.start()
+        reaper.start()
         if supervisor:
             supervisor.start()
         try:
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         finally:
             if supervisor:
                 supervisor.stop()
+            reaper.stop()
             dispatcher.stop()
             store.close()
 
@@ -61,6 +65,8 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
     app.include_router(build_run_router(registered))
     app.include_router(storage.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(web.router)
     app.add_middleware(FalRoutingMiddleware, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(BodyTooLarge)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +16,7 @@ async def require_key(request: Request, state: AppState = Depends(app_state)) ->
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() not in ("key", "bearer") or not credentials.strip():
         raise HTTPException(401, "Missing API key: send 'Authorization: Key <key_id:secret>'")
-    key_id = await run_in_threadpool(state.store.authenticate, credentials.strip())
+    key_id = await asyncio.to_thread(state.store.authenticate, credentials.strip())
     if key_id is None:
         raise HTTPException(401, "Invalid or revoked API key")
     return key_id

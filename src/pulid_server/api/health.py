@@ -7,8 +7,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.state import AppState, app_state
+from pulid_server.config import Settings
 
 router = APIRouter(tags=["health"])
+
+
+def worker_alive_window(settings: Settings) -> float:
+    """A worker silent for longer than this is presumed dead (its job's lease has expired too)."""
+    return max(settings.lease_seconds, 3 * settings.heartbeat_seconds)
 
 
 @router.get("/health/live", summary="The API process is up")
@@ -16,11 +22,20 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", summary="The store is reachable and (if this node runs workers) one is alive")
+@router.get(
+    "/health/ready",
+    summary="The store is reachable and (if this node runs workers) one is alive",
+    description="Also reports, for information, the workers of the whole deployment that reported within "
+    "the lease time (`workers_recent`) and the endpoints they have loaded (`endpoints_ready`). An API-only "
+    "node (`--workers 0`) is ready without them: requests queue until a worker comes.",
+)
 async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         checks["store"] = await run_in_threadpool(state.store.ping)
+        workers = await run_in_threadpool(state.store.recent_workers, worker_alive_window(state.settings))
+        checks["workers_recent"] = len(workers)
+        checks["endpoints_ready"] = sorted({e for w in workers for e in w.endpoints})
     except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
         checks["store"] = False
         checks["store_error"] = type(exc).__name__

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.auth import require_key
-from pulid_server.api.queue import enqueue, result_response
+from pulid_server.api.queue import enqueue, poll_delay, result_response
 from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
 from pulid_server.store import COMPLETED, Job
@@ -17,10 +17,9 @@ MAX_POLL_SECONDS = 0.05
 
 async def wait_for_completion(state: AppState, request: Request, job: Job) -> Job | None:
     """Poll the store until the job completes; cancel it and return None if the caller goes away."""
-    delay = 0.002
+    started = asyncio.get_running_loop().time()
     while job.status != COMPLETED:
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, MAX_POLL_SECONDS)
+        await asyncio.sleep(poll_delay(asyncio.get_running_loop().time() - started, MAX_POLL_SECONDS))
         if await request.is_disconnected():
             await run_in_threadpool(state.store.cancel, job.id, job.owner_key_id)
             return None

@@ -1,5 +1,6 @@
 """The durable job store (SQLite by default, PostgreSQL for scale-out)."""
 
+from pulid_server.store.cluster import FinishedJob, QueueDepth, WorkerInfo
 from pulid_server.store.jobs import (
     COMPLETED,
     IN_PROGRESS,
@@ -19,9 +20,12 @@ __all__ = [
     "IN_QUEUE",
     "PRIORITIES",
     "Failure",
+    "FinishedJob",
     "Job",
     "JobStore",
     "LogLine",
+    "QueueDepth",
     "QueueFull",
     "WebhookTask",
+    "WorkerInfo",
 ]

@@ -18,13 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool
 
-from pulid_server.store.schema import api_keys, job_logs, jobs, metadata, server_values, upload_grants, webhooks
+from pulid_server.store.cluster import ClusterQueries
+from pulid_server.store.migrate import ensure_schema
+from pulid_server.store.schema import api_keys, job_logs, jobs, server_values, upload_grants, webhooks
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+_PG_SUBMIT_LOCK = 0x70756C6964 + 1  # advisory lock that makes the queue caps exact across API nodes
 PRIORITIES = {"normal": 0, "low": 1}
 
 
@@ -62,7 +64,8 @@ class Job:
 
     @property
     def input(self) -> dict[str, Any]:
-        return json.loads(self.input_json)
+        value: dict[str, Any] = json.loads(self.input_json)
+        return value
 
 
 @dataclass
@@ -99,13 +102,15 @@ def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, *, writer: bool = True) -> Engine:
+    """A pooled engine. On SQLite, `writer` engines open every transaction with BEGIN IMMEDIATE and
+    reader engines with a plain (deferred) BEGIN, so that status polls never queue for the write lock."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    # NullPool: SQLite connections are cheap and must not be shared across forked processes.
-    engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 30})
+    # Worker processes are spawned (never forked), so pooled connections are never shared across processes.
+    engine = create_engine(url, pool_size=8, max_overflow=32, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -120,20 +125,26 @@ def _engine(url: str) -> Engine:
     def _begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front: a deferred read->write upgrade fails with
         # SQLITE_BUSY at once, ignoring busy_timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
 
 
-class JobStore:
+class JobStore(ClusterQueries):
     def __init__(self, url: str):
         self.url = url
         self.engine = _engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        metadata.create_all(self.engine)
+        self.read_engine = _engine(url, writer=False) if self.is_sqlite else self.engine
+        try:
+            ensure_schema(self.engine)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -142,13 +153,8 @@ class JobStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        if self.is_sqlite:
-            # Plain autocommit reads: WAL readers never wait for the writer.
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                yield conn
-        else:
-            with self.engine.connect() as conn:
-                yield conn
+        with self.read_engine.connect() as conn:
+            yield conn
 
     def ping(self) -> bool:
         with self._read() as conn:
@@ -236,6 +242,10 @@ class JobStore:
         )
         try:
             with self._tx() as conn:
+                if not self.is_sqlite:
+                    # Count-then-insert races between API nodes under READ COMMITTED; one transaction-scoped
+                    # lock serializes submits (held for a few ms), as SQLite's single writer already does.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SUBMIT_LOCK})
                 queued = select(func.count()).select_from(jobs).where(jobs.c.status == IN_QUEUE)
                 if conn.execute(queued).scalar_one() >= max_queue_total:
                     raise QueueFull("the queue is full")
@@ -364,17 +374,26 @@ class JobStore:
                     failure = crashed
                     if job.cancel_requested:
                         failure = Failure("Request was cancelled", "request_cancelled", 400, {})
-                    self._finish(conn, job, None, failure, only_if_status=IN_PROGRESS, worker_id=job.worker_id)
-                else:
-                    self._requeue(conn, job)
+                    self._finish(
+                        conn, job, None, failure, only_if_status=IN_PROGRESS, worker_id=job.worker_id, expired_at=now
+                    )
+                elif self._requeue(conn, job, now):
                     self._log(conn, job.id, f"worker lost; requeued (attempt {job.attempts} of {max_attempts})", "WARN")
 
-    def _requeue(self, conn: Connection, job: Job) -> None:
-        conn.execute(
+    @staticmethod
+    def _requeue(conn: Connection, job: Job, now: float) -> bool:
+        # Re-checked at write time: the lease may have been renewed, or another node's reaper got here first.
+        res = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.status == IN_PROGRESS, jobs.c.worker_id == job.worker_id)
+            .where(
+                jobs.c.id == job.id,
+                jobs.c.status == IN_PROGRESS,
+                jobs.c.worker_id == job.worker_id,
+                jobs.c.lease_until < now,
+            )
             .values(status=IN_QUEUE, worker_id=None, lease_until=None, started_at=None)
         )
+        return res.rowcount == 1
 
     def release(self, job: Job, worker_id: str) -> None:
         """Give a running job back to the queue (graceful shutdown) without counting the attempt."""
@@ -393,6 +412,7 @@ class JobStore:
                 .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == IN_PROGRESS)
                 .values(lease_until=time.time() + lease_seconds)
             )
+            self._touch_worker(conn, worker_id, job_id)  # a busy worker is a live one
         return res.rowcount == 1
 
     def log(self, job_id: str, message: str, level: str = "INFO") -> None:
@@ -427,10 +447,13 @@ class JobStore:
         only_if_status: str,
         worker_id: str | None = None,
         inference_time: float | None = None,
+        expired_at: float | None = None,
     ) -> bool:
         where = [jobs.c.id == job.id, jobs.c.status == only_if_status]
         if worker_id is not None:
             where.append(jobs.c.worker_id == worker_id)
+        if expired_at is not None:  # only if the lease is still expired now (not renewed since it was read)
+            where.append(jobs.c.lease_until < expired_at)
         values: dict[str, Any] = dict(status=COMPLETED, finished_at=time.time(), lease_until=None)
         if inference_time is not None:
             values["inference_time"] = inference_time

@@ -16,6 +16,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+# Bump only for changes that `create_all` cannot make by itself (new columns, changed meanings), and add
+# the step to store/migrate.py. New tables and indexes need no bump: they are created at start-up.
 SCHEMA_VERSION = 1
 metadata = MetaData()
 
@@ -64,6 +66,7 @@ jobs = Table(
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority, jobs.c.seq)
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_until)
+Index("ix_jobs_finished", jobs.c.finished_at)  # /metrics reads only the jobs finished since its last scrape
 
 job_logs = Table(
     "job_logs",
@@ -108,3 +111,19 @@ server_values = Table(
     Column("name", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Worker processes, as they last reported themselves: a row is written once the worker has loaded its
+# endpoints (so a recent row means "a model is loaded"), refreshed while idle and by every job heartbeat.
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(100), primary_key=True),
+    Column("hostname", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("device", String(64), nullable=False, default=""),
+    Column("endpoints", Text, nullable=False),  # comma-separated endpoint ids it serves
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("job_id", String(64)),  # the job it is running, if any
+)
+Index("ix_workers_seen", workers.c.last_seen)

@@ -1,0 +1,57 @@
+"""Create the schema at start-up, safely when many nodes start at once, and guard its version.
+
+Why a version row (kept in `server_values`) at all: in a scale-out deployment, nodes are upgraded one by
+one against one shared database. The row lets a node refuse a schema newer than its code instead of
+writing rows the newer code misreads, and gives future column changes a single place to run (MIGRATIONS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, insert, select, text, update
+
+from pulid_server.store.schema import SCHEMA_VERSION, metadata, server_values
+
+VERSION_KEY = "schema_version"
+# Any constant: the advisory lock that serializes schema creation between PostgreSQL nodes.
+_PG_SCHEMA_LOCK = 0x70756C6964  # "pulid"
+
+# version -> the step that brings a database from version - 1 to it. Empty while only v1 exists.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create missing tables and indexes, then check or advance the schema version. Idempotent."""
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (see jobs._engine) already serializes this
+        if conn.dialect.name == "postgresql":
+            # Without it, nodes starting together race on CREATE TABLE and one dies on a duplicate.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
+        metadata.create_all(conn)
+        for table in metadata.sorted_tables:  # create_all skips indexes added to tables that exist
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+        _check_version(conn)
+
+
+def _check_version(conn: Connection) -> None:
+    found = conn.execute(select(server_values.c.value).where(server_values.c.name == VERSION_KEY)).scalar()
+    if found is None:
+        conn.execute(insert(server_values).values(name=VERSION_KEY, value=str(SCHEMA_VERSION)))
+        return
+    version = int(found)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database schema is version {version}, newer than this pulid-server's {SCHEMA_VERSION}: "
+            "upgrade this node to the version the others run"
+        )
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[step](conn)
+    if version < SCHEMA_VERSION:
+        conn.execute(
+            update(server_values).where(server_values.c.name == VERSION_KEY).values(value=str(SCHEMA_VERSION))
+        )

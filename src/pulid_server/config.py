@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from pulid_server.files import BlobStore
 
 
 class Settings(BaseSettings):
@@ -18,6 +21,8 @@ class Settings(BaseSettings):
             `postgresql://...` to share one queue between many API nodes and workers.
         storage: `local` (files under `{data_dir}/files`) or `s3://bucket/prefix`.
         s3_endpoint_url: S3-compatible endpoint (MinIO, R2, moto); empty for AWS.
+        s3_presign_seconds: > 0 redirects file downloads to presigned S3 URLs valid this long, so that
+            the API nodes do not stream image bytes; 0 serves them through the API.
         public_url: base URL used in links to files when it cannot be taken from the request
             (webhooks, workers); empty means links are built from each request's own host.
 
@@ -43,6 +48,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     storage: str = "local"
     s3_endpoint_url: str = ""
+    s3_presign_seconds: int = 0
     public_url: str = ""
 
     model: Literal["official", "tiny", "auto"] = "auto"
@@ -73,3 +79,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'pulid.db').resolve()}"
+
+    def blob_store(self) -> BlobStore:
+        from pulid_server.files import open_blob_store
+
+        return open_blob_store(
+            self.storage, self.data_dir, self.s3_endpoint_url, s3_presign_seconds=self.s3_presign_seconds
+        )

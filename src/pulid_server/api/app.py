@@ -17,7 +17,6 @@ from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
 from pulid_server.api.run import build_run_router
 from pulid_server.api.state import AppState
 from pulid_server.config import Settings
-from pulid_server.files import open_blob_store
 from pulid_server.store import JobStore
 from pulid_server.worker.reaper import Reaper
 from pulid_server.worker.supervisor import Supervisor
@@ -36,7 +35,7 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(settings.resolved_database_url())
-        blobs = open_blob_store(settings.storage, settings.data_dir, settings.s3_endpoint_url)
+        blobs = settings.blob_store()
         dispatcher = WebhookDispatcher(store, settings)
         reaper = Reaper(store, settings.max_attempts)
         supervisor = Supervisor(settings, workers) if workers > 0 else None

@@ -73,6 +73,7 @@ class PulidInput(BaseModel):
     image_size: ImageSizePreset | ImageSize = Field(
         default_factory=lambda: ImageSize(width=768, height=1024),
         description="The size of the generated image",
+        json_schema_extra={"default": {"width": 768, "height": 1024}},  # default_factory is not published
     )
     id_scale: float = Field(0.8, ge=0.0, le=5.0, description="ID scale")
     mode: Literal["fidelity", "extreme style"] = Field("fidelity", description="Mode of generation")

@@ -557,18 +557,3 @@ class JobStore(ClusterQueries):
         except IntegrityError:
             pass
         return self.server_value(name, make)
-
-    def counts(self) -> dict[str, Any]:
-        with self._read() as conn:
-            by_status = conn.execute(
-                select(jobs.c.status, jobs.c.priority, func.count()).group_by(jobs.c.status, jobs.c.priority)
-            ).all()
-            by_error = conn.execute(
-                select(jobs.c.error_type, func.count()).where(jobs.c.status == COMPLETED).group_by(jobs.c.error_type)
-            ).all()
-            hooks = conn.execute(select(webhooks.c.state, func.count()).group_by(webhooks.c.state)).all()
-        return {
-            "jobs": [(s, p, n) for s, p, n in by_status],
-            "errors": [(e or "none", n) for e, n in by_error],
-            "webhooks": [(s, n) for s, n in hooks],
-        }

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ValidationError
 from pulid_server import endpoints
 from pulid_server.config import Settings
 from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
-from pulid_server.files import open_blob_store
 from pulid_server.store import Failure, Job, JobStore
 from pulid_server.worker.context import WorkerJobContext
 
@@ -50,7 +49,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.store = JobStore(self.settings.resolved_database_url())
-        self.blobs = open_blob_store(self.settings.storage, self.settings.data_dir, self.settings.s3_endpoint_url)
+        self.blobs = self.settings.blob_store()
         self.stopping = threading.Event()
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
         self._last_reap = 0.0

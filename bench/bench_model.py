@@ -92,7 +92,8 @@ def main() -> None:
         plain_times.append(best_time(run_plain, 1))
     t_pulid, t_plain = min(pulid_times), min(plain_times)
 
-    log: Callable[[str], None] = lambda message: None
+    def log(message: str) -> None:
+        return None
     data_bytes = request.reference_images[0][0]
 
     def first_id() -> object:

@@ -69,7 +69,9 @@ class Server:
         return {**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO), **self.env}
 
     def new_key(self) -> str:
-        return pulid("keys", "create", "--data-dir", str(self.data_dir), *self._db_args(), env=self.env).strip()
+        return pulid(
+            "keys", "create", "--data-dir", str(self.data_dir), *self._db_args(), env=self.env
+        ).strip()
 
     def _db_args(self) -> list[str]:
         return []
@@ -80,8 +82,19 @@ class Server:
             self.key = self.new_key()
         with open(self.data_dir / f"server-{self.port}.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pulid_server", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--workers", str(self.workers), *self.extra_args],
+                [
+                    sys.executable,
+                    "-m",
+                    "pulid_server",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--workers",
+                    str(self.workers),
+                    *self.extra_args,
+                ],
                 env=self.full_env(),
                 cwd=REPO,
                 stdout=log,
@@ -125,7 +138,9 @@ class Server:
     def worker_pids(self) -> list[int]:
         """Pids of this server's worker processes (children running pulid_server.worker)."""
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", "pulid_server.worker"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid), "-f", "pulid_server.worker"], capture_output=True, text=True
+        )
         return [int(p) for p in out.stdout.split()]
 
 

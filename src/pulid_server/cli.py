@@ -18,11 +18,18 @@ app = typer.Typer(help="pulid-server: self-hosted PuLID behind fal's queue API."
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="SQLite database and local files (default: ./data)")]
-DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="sqlite:///path or postgresql://... (default: SQLite in the data dir)")
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="SQLite database and local files (default: ./data)")
 ]
-Storage = Annotated[str | None, typer.Option("--storage", help="'local' or s3://bucket/prefix (default: local)")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="sqlite:///path or postgresql://... (default: SQLite in the data dir)"
+    ),
+]
+Storage = Annotated[
+    str | None, typer.Option("--storage", help="'local' or s3://bucket/prefix (default: local)")
+]
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", help="official | tiny | auto (official when its weights are present, else tiny)"),
@@ -43,10 +50,15 @@ def serve(
     storage: Storage = None,
     model: ModelOpt = None,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine; 0 = API-only node")] = 1,
-    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS (for fal-client's FAL_RUN_HOST)")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate: serve HTTPS (for fal-client's FAL_RUN_HOST)")
+    ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
     tls_port: Annotated[
-        int | None, typer.Option(help="Serve HTTPS on this extra port and plain HTTP on --port (default: HTTPS on --port)")
+        int | None,
+        typer.Option(
+            help="Serve HTTPS on this extra port and plain HTTP on --port (default: HTTPS on --port)"
+        ),
     ] = None,
 ) -> None:
     """Run the API and (unless --workers 0) supervised worker processes: the whole service on one machine."""
@@ -89,13 +101,17 @@ def worker(
     storage: Storage = None,
     model: ModelOpt = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-    endpoint: Annotated[list[str] | None, typer.Option(help="Serve only these endpoint ids (repeatable)")] = None,
+    endpoint: Annotated[
+        list[str] | None, typer.Option(help="Serve only these endpoint ids (repeatable)")
+    ] = None,
 ) -> None:
     """Run one worker process (one per GPU) against a shared database and storage."""
     from pulid_server.worker.loop import main
     from pulid_server.worker.supervisor import settings_env
 
-    settings = make_settings(data_dir=data_dir, database_url=database_url, storage=storage, model=model, device=device)
+    settings = make_settings(
+        data_dir=data_dir, database_url=database_url, storage=storage, model=model, device=device
+    )
     os.environ.update(settings_env(settings))
     if endpoint:
         os.environ["PULID_WORKER_ENDPOINTS"] = ",".join(endpoint)

@@ -14,11 +14,15 @@ EXAMPLES_PER_OPERATION = 30
 
 def test_no_server_errors_on_any_operation(tmp_path_factory: pytest.TempPathFactory) -> None:
     # API only: fuzzed jobs stay queued instead of spending CPU; big caps so 429s do not hide bugs.
-    srv = Server(tmp_path_factory.mktemp("fuzz"), workers=0, env={"PULID_MAX_QUEUE_PER_KEY": "100000"}).start()
+    srv = Server(
+        tmp_path_factory.mktemp("fuzz"), workers=0, env={"PULID_MAX_QUEUE_PER_KEY": "100000"}
+    ).start()
     try:
         schema = schemathesis.openapi.from_url(f"{srv.url}/openapi.json")
         # /run/* waits for a worker (there is none here); its input validation is the submit route's.
-        operations = [op for op in (r.ok() for r in schema.get_all_operations()) if not op.path.startswith("/run/")]
+        operations = [
+            op for op in (r.ok() for r in schema.get_all_operations()) if not op.path.startswith("/run/")
+        ]
         assert len(operations) >= 10
         for operation in operations:
 

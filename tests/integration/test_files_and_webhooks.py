@@ -26,10 +26,17 @@ def png_bytes(size: tuple[int, int] = (40, 30), color: str = "red") -> bytes:
 
 def test_upload_then_use_uploaded_url(server: Server) -> None:
     with server.client() as c:
-        r = c.post("/rest/storage/upload/initiate", json={"file_name": "face.png", "content_type": "image/png"})
+        r = c.post(
+            "/rest/storage/upload/initiate", json={"file_name": "face.png", "content_type": "image/png"}
+        )
         assert r.status_code == 200
         urls = r.json()
-        assert httpx.put(urls["upload_url"], content=png_bytes(), headers={"Content-Type": "image/png"}).status_code == 200
+        assert (
+            httpx.put(
+                urls["upload_url"], content=png_bytes(), headers={"Content-Type": "image/png"}
+            ).status_code
+            == 200
+        )
         assert httpx.get(urls["file_url"]).content == png_bytes()
 
         sub = c.post("/queue/test/image", json={"image_url": urls["file_url"]}).json()
@@ -47,11 +54,17 @@ def test_cdn_token_upload_flow(server: Server) -> None:
         r = httpx.post(
             f"{server.url}/cdn/files/upload",
             content=png_bytes(),
-            headers={"Authorization": f"Bearer {token['token']}", "Content-Type": "image/png", "X-Fal-File-Name": "a.png"},
+            headers={
+                "Authorization": f"Bearer {token['token']}",
+                "Content-Type": "image/png",
+                "X-Fal-File-Name": "a.png",
+            },
         )
         assert r.status_code == 200
         assert httpx.get(r.json()["access_url"]).content == png_bytes()
-        bad = httpx.post(f"{server.url}/cdn/files/upload", content=b"x", headers={"Authorization": "Bearer nope"})
+        bad = httpx.post(
+            f"{server.url}/cdn/files/upload", content=b"x", headers={"Authorization": "Bearer nope"}
+        )
         assert bad.status_code == 401
 
 
@@ -82,8 +95,12 @@ def test_upload_too_large_is_413(server: Server) -> None:
 
 def test_html_upload_is_served_as_attachment(server: Server) -> None:
     with server.client() as c:
-        urls = c.post("/rest/storage/upload/initiate", json={"file_name": "x.html", "content_type": "text/html"}).json()
-        httpx.put(urls["upload_url"], content=b"<script>alert(1)</script>", headers={"Content-Type": "text/html"})
+        urls = c.post(
+            "/rest/storage/upload/initiate", json={"file_name": "x.html", "content_type": "text/html"}
+        ).json()
+        httpx.put(
+            urls["upload_url"], content=b"<script>alert(1)</script>", headers={"Content-Type": "text/html"}
+        )
         r = httpx.get(urls["file_url"])
         assert r.headers["content-type"] == "application/octet-stream"
         assert r.headers["content-disposition"] == "attachment"
@@ -136,7 +153,9 @@ def verify_fal_signature(jwks: dict[str, Any], headers: dict[str, str], body: by
     for key in jwks["keys"]:
         raw = base64.urlsafe_b64decode(key["x"] + "=" * (-len(key["x"]) % 4))
         try:
-            Ed25519PublicKey.from_public_bytes(raw).verify(bytes.fromhex(headers["X-Fal-Webhook-Signature"]), message)
+            Ed25519PublicKey.from_public_bytes(raw).verify(
+                bytes.fromhex(headers["X-Fal-Webhook-Signature"]), message
+            )
             return True
         except Exception:  # noqa: BLE001 - try the next key
             continue
@@ -147,7 +166,9 @@ def test_webhook_retried_after_failure_and_signed(server: Server) -> None:
     receiver = Receiver(failures=1)
     try:
         with server.client() as c:
-            sub = c.post("/queue/test/echo", params={"fal_webhook": receiver.url}, json={"value": "hook"}).json()
+            sub = c.post(
+                "/queue/test/echo", params={"fal_webhook": receiver.url}, json={"value": "hook"}
+            ).json()
             receiver.wait(2)
             time.sleep(0.5)
             assert len(receiver.calls) == 2  # one failure, one success, then nothing more

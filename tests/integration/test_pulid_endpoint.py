@@ -46,9 +46,16 @@ def test_generates_pngs_of_the_requested_size(server: Server) -> None:
 
 
 def test_same_seed_same_image_bytes(server: Server) -> None:
-    body = {"prompt": "a", "reference_images": [{"image_url": FACE}], "image_size": {"width": 64, "height": 64}, "seed": 7}
+    body = {
+        "prompt": "a",
+        "reference_images": [{"image_url": FACE}],
+        "image_size": {"width": 64, "height": 64},
+        "seed": 7,
+    }
     with server.client() as c:
-        urls = [c.post("/run/fal-ai/pulid", json=body, timeout=180).json()["images"][0]["url"] for _ in range(2)]
+        urls = [
+            c.post("/run/fal-ai/pulid", json=body, timeout=180).json()["images"][0]["url"] for _ in range(2)
+        ]
         assert urls[0] != urls[1]
         assert httpx.get(urls[0]).content == httpx.get(urls[1]).content
 

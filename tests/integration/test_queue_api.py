@@ -24,7 +24,11 @@ def test_submit_status_result_happy_path(server: Server) -> None:
         rid = sub["request_id"]
         assert sub["gateway_request_id"] == rid
         base = f"{server.url}/queue/test/echo/requests/{rid}"
-        assert (sub["response_url"], sub["status_url"], sub["cancel_url"]) == (base, base + "/status", base + "/cancel")
+        assert (sub["response_url"], sub["status_url"], sub["cancel_url"]) == (
+            base,
+            base + "/status",
+            base + "/cancel",
+        )
 
         done = wait_completed(c, sub["status_url"])
         assert [line["message"] for line in done["logs"]][-3:] == ["step 1/3", "step 2/3", "step 3/3"]
@@ -68,7 +72,11 @@ def test_other_keys_request_is_404(server: Server) -> None:
     other = server.new_key()
     with server.client() as mine, server.client(other) as theirs:
         sub = submit(mine, "test/echo", {})
-        for method, url in [("GET", sub["status_url"]), ("GET", sub["response_url"]), ("PUT", sub["cancel_url"])]:
+        for method, url in [
+            ("GET", sub["status_url"]),
+            ("GET", sub["response_url"]),
+            ("PUT", sub["cancel_url"]),
+        ]:
             assert theirs.request(method, url).status_code == 404
         wait_completed(mine, sub["status_url"])
 
@@ -89,12 +97,22 @@ def test_unknown_endpoint_and_request_are_404(server: Server) -> None:
         ({"reference_images": [], "prompt": "x"}, ["body", "reference_images"]),
         ({"reference_images": [{"image_url": "u"}] * 5, "prompt": "x"}, ["body", "reference_images"]),
         ({"reference_images": [{"image_url": "u"}], "prompt": "x", "num_images": 5}, ["body", "num_images"]),
-        ({"reference_images": [{"image_url": "u"}], "prompt": "x", "num_inference_steps": 0}, ["body", "num_inference_steps"]),
+        (
+            {"reference_images": [{"image_url": "u"}], "prompt": "x", "num_inference_steps": 0},
+            ["body", "num_inference_steps"],
+        ),
         ({"reference_images": [{"image_url": "u"}], "prompt": "x", "mode": "photo"}, ["body", "mode"]),
         ({"reference_images": [{"image_url": "u"}], "prompt": "x", "id_scale": -1}, ["body", "id_scale"]),
-        ({"reference_images": [{"image_url": "u"}], "prompt": "x", "image_size": "huge"}, ["body", "image_size"]),
         (
-            {"reference_images": [{"image_url": "u"}], "prompt": "x", "image_size": {"width": 513, "height": 512}},
+            {"reference_images": [{"image_url": "u"}], "prompt": "x", "image_size": "huge"},
+            ["body", "image_size"],
+        ),
+        (
+            {
+                "reference_images": [{"image_url": "u"}],
+                "prompt": "x",
+                "image_size": {"width": 513, "height": 512},
+            },
             ["body", "image_size", "ImageSize", "width"],
         ),
         ({"reference_images": [{"image_url": "u"}], "prompt": "x", "colour": "red"}, ["body", "colour"]),
@@ -184,18 +202,26 @@ def test_status_stream_sends_events_and_closes_after_completed(server: Server) -
 
 def test_proxy_dispatch_on_target_url(server: Server) -> None:
     with server.client() as c:
-        r = c.post("/api/fal/proxy", json={"value": "via proxy"}, headers={"x-fal-target-url": "https://queue.fal.run/test/echo"})
+        r = c.post(
+            "/api/fal/proxy",
+            json={"value": "via proxy"},
+            headers={"x-fal-target-url": "https://queue.fal.run/test/echo"},
+        )
         assert r.status_code == 200, r.text
         rid = r.json()["request_id"]
         target = f"https://queue.fal.run/test/echo/requests/{rid}/status?logs=1"
         deadline = time.monotonic() + 30
-        while (s := c.get("/api/fal/proxy", headers={"x-fal-target-url": target})).json()["status"] != "COMPLETED":
+        while c.get("/api/fal/proxy", headers={"x-fal-target-url": target}).json()["status"] != "COMPLETED":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        r = c.get("/api/fal/proxy", headers={"x-fal-target-url": f"https://queue.fal.run/test/echo/requests/{rid}"})
+        r = c.get(
+            "/api/fal/proxy", headers={"x-fal-target-url": f"https://queue.fal.run/test/echo/requests/{rid}"}
+        )
         assert r.json()["value"] == "via proxy"
         assert c.get("/api/fal/proxy").status_code == 400
-        assert c.get("/api/fal/proxy", headers={"x-fal-target-url": "https://evil.example/x"}).status_code == 400
+        assert (
+            c.get("/api/fal/proxy", headers={"x-fal-target-url": "https://evil.example/x"}).status_code == 400
+        )
 
 
 def test_openapi_and_docs(server: Server) -> None:

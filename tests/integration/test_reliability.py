@@ -51,7 +51,9 @@ def test_killed_worker_job_is_reclaimed_and_completes(fresh_server: Server, tmp_
         assert any("requeued" in line["message"] for line in done["logs"])
 
 
-def test_job_that_always_kills_its_worker_fails_after_bounded_attempts(fresh_server: Server, tmp_path: Path) -> None:
+def test_job_that_always_kills_its_worker_fails_after_bounded_attempts(
+    fresh_server: Server, tmp_path: Path
+) -> None:
     fresh_server.env = {"PULID_MAX_ATTEMPTS": "2"}
     srv = fresh_server.start()
     with srv.client() as c:
@@ -111,7 +113,9 @@ def test_start_timeout_expires_queued_request(fresh_server: Server) -> None:
         r = c.get(late["response_url"])
         assert r.status_code == 504 and r.headers["x-fal-request-timeout-type"] == "user"
         c.put(blocker["cancel_url"])
-        assert c.post("/queue/test/echo", json={}, headers={"X-Fal-Request-Timeout": "soon"}).status_code == 422
+        assert (
+            c.post("/queue/test/echo", json={}, headers={"X-Fal-Request-Timeout": "soon"}).status_code == 422
+        )
 
 
 def test_low_priority_waits_behind_normal(fresh_server: Server) -> None:
@@ -123,7 +127,9 @@ def test_low_priority_waits_behind_normal(fresh_server: Server) -> None:
         normal = c.post("/queue/test/echo", json={}, headers={"X-Fal-Queue-Priority": "normal"}).json()
         assert normal["queue_position"] == 0
         assert c.get(low["status_url"]).json()["queue_position"] == 1
-        assert c.post("/queue/test/echo", json={}, headers={"X-Fal-Queue-Priority": "urgent"}).status_code == 422
+        assert (
+            c.post("/queue/test/echo", json={}, headers={"X-Fal-Queue-Priority": "urgent"}).status_code == 422
+        )
 
 
 def test_queue_caps_answer_429_with_retry_after(fresh_server: Server) -> None:
@@ -150,8 +156,11 @@ def test_idempotency_key_returns_the_same_request(server: Server) -> None:
 
 def test_body_cap_is_413(server: Server) -> None:
     with server.client() as c:
-        r = c.post("/queue/test/echo", content=b"{" + b" " * (17 * 1024 * 1024) + b"}",
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/queue/test/echo",
+            content=b"{" + b" " * (17 * 1024 * 1024) + b"}",
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 413
 
 

@@ -56,4 +56,6 @@ def test_500_jobs_50_clients_none_lost_or_duplicated(fresh_server: Server) -> No
     assert {(status, attempts, error) for status, attempts, error in rows} == {("COMPLETED", 1, None)}
     lat = sorted(latencies)
     p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99)]
-    print(f"\n500 jobs in {elapsed:.1f}s ({500 / elapsed:.0f} jobs/s); status latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    print(
+        f"\n500 jobs in {elapsed:.1f}s ({500 / elapsed:.0f} jobs/s); status latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+    )

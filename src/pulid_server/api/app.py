@@ -20,7 +20,7 @@ from pulid_server.config import Settings
 from pulid_server.store import JobStore
 from pulid_server.worker.reaper import Reaper
 from pulid_server.worker.supervisor import Supervisor
-from pulid_server.worker.webhooks import WebhookDispatcher, WebhookSigner
+from pulid_server.worker.webhooks import WebhookDispatcher
 
 log = logging.getLogger("pulid.api")
 
@@ -70,12 +70,16 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse({"detail": f"Request body is larger than {settings.max_body_bytes} bytes"}, status_code=413)
+        return JSONResponse(
+            {"detail": f"Request body is larger than {settings.max_body_bytes} bytes"}, status_code=413
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         headers = {"X-Fal-Error-Type": "internal_error", REQUEST_ID_HEADER: ""}
-        return JSONResponse({"detail": "Internal server error", "error_type": "internal_error"}, 500, headers=headers)
+        return JSONResponse(
+            {"detail": "Internal server error", "error_type": "internal_error"}, 500, headers=headers
+        )
 
     return app

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Depends, HTTPException, Request
-from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.state import AppState, app_state
 

@@ -1,10 +1,10 @@
 """Liveness, readiness and the webhook-signature public keys (no auth)."""
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.state import AppState, app_state
 from pulid_server.config import Settings
@@ -32,8 +32,8 @@ async def live() -> dict[str, str]:
 async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
-        checks["store"] = await run_in_threadpool(state.store.ping)
-        workers = await run_in_threadpool(state.store.recent_workers, worker_alive_window(state.settings))
+        checks["store"] = await asyncio.to_thread(state.store.ping)
+        workers = await asyncio.to_thread(state.store.recent_workers, worker_alive_window(state.settings))
         checks["workers_recent"] = len(workers)
         checks["endpoints_ready"] = sorted({e for w in workers for e in w.endpoints})
     except Exception as exc:  # noqa: BLE001 - report, don't crash the probe

@@ -14,6 +14,7 @@ What one scrape costs:
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import threading
 import time
@@ -25,7 +26,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.health import worker_alive_window
 from pulid_server.api.state import AppState, app_state
@@ -160,5 +160,5 @@ def _registry(request: Request, state: AppState) -> CollectorRegistry:
 
 @router.get("/metrics", summary="Prometheus metrics of the whole deployment (no auth: keep it internal)")
 async def metrics(request: Request, state: AppState = Depends(app_state)) -> Response:
-    body = await run_in_threadpool(generate_latest, _registry(request, state))
+    body = await asyncio.to_thread(generate_latest, _registry(request, state))
     return Response(body, headers={"Content-Type": CONTENT_TYPE})

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.auth import require_key
 from pulid_server.api.state import AppState, app_state
@@ -47,9 +46,17 @@ def public_base(request: Request) -> str:
 
 def request_urls(base: str, job: Job) -> dict[str, str]:
     """Status/result/cancel URLs on the owner/alias prefix, built from the caller's own scheme and host."""
-    app = "/".join(job.endpoint_id.split("/")[:3] if job.endpoint_id.startswith(("workflows/", "comfy/")) else job.endpoint_id.split("/")[:2])
+    app = "/".join(
+        job.endpoint_id.split("/")[:3]
+        if job.endpoint_id.startswith(("workflows/", "comfy/"))
+        else job.endpoint_id.split("/")[:2]
+    )
     response_url = f"{base}/queue/{app}/requests/{job.id}"
-    return {"response_url": response_url, "status_url": f"{response_url}/status", "cancel_url": f"{response_url}/cancel"}
+    return {
+        "response_url": response_url,
+        "status_url": f"{response_url}/status",
+        "cancel_url": f"{response_url}/cancel",
+    }
 
 
 def log_entry(line: LogLine) -> dict[str, Any]:
@@ -84,7 +91,16 @@ def parse_start_timeout(value: str | None) -> float | None:
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
-        raise HTTPException(422, [{"loc": ["header", "x-fal-request-timeout"], "msg": "must be a positive number of seconds", "type": "value_error"}])
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["header", "x-fal-request-timeout"],
+                    "msg": "must be a positive number of seconds",
+                    "type": "value_error",
+                }
+            ],
+        )
     return seconds
 
 
@@ -92,7 +108,10 @@ def parse_priority(value: str | None) -> int:
     if value is None:
         return 0
     if value not in PRIORITIES:
-        raise HTTPException(422, [{"loc": ["header", "x-fal-queue-priority"], "msg": "must be 'normal' or 'low'", "type": "enum"}])
+        raise HTTPException(
+            422,
+            [{"loc": ["header", "x-fal-queue-priority"], "msg": "must be 'normal' or 'low'", "type": "enum"}],
+        )
     return PRIORITIES[value]
 
 
@@ -108,14 +127,18 @@ async def enqueue(
     """Validate the queue headers and persist the job (before anyone is answered)."""
     if webhook_url is not None:
         try:
-            await run_in_threadpool(validate_url, webhook_url, allow_private=state.settings.allow_private_urls)
+            await asyncio.to_thread(
+                validate_url, webhook_url, allow_private=state.settings.allow_private_urls
+            )
         except FetchError as exc:
-            raise HTTPException(422, [{"loc": ["query", "fal_webhook"], "msg": str(exc), "type": "value_error"}]) from exc
+            raise HTTPException(
+                422, [{"loc": ["query", "fal_webhook"], "msg": str(exc), "type": "value_error"}]
+            ) from exc
     start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
     priority = parse_priority(request.headers.get("x-fal-queue-priority"))
     idempotency_key = request.headers.get("idempotency-key")
     try:
-        job, _ = await run_in_threadpool(
+        job, _ = await asyncio.to_thread(
             lambda: state.store.submit(
                 endpoint_id=endpoint.id,
                 owner_key_id=key_id,
@@ -138,15 +161,21 @@ def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     router = APIRouter(prefix="/queue", tags=["queue"])
     for endpoint in endpoints:
         _add_submit_route(router, endpoint)
-    router.add_api_route("/{app:path}/requests/{request_id}/status", get_status, methods=["GET"], summary="Request status")
+    router.add_api_route(
+        "/{app:path}/requests/{request_id}/status", get_status, methods=["GET"], summary="Request status"
+    )
     router.add_api_route(
         "/{app:path}/requests/{request_id}/status/stream",
         stream_status,
         methods=["GET"],
         summary="Request status as server-sent events",
     )
-    router.add_api_route("/{app:path}/requests/{request_id}/cancel", cancel, methods=["PUT"], summary="Cancel a request")
-    router.add_api_route("/{app:path}/requests/{request_id}", get_result, methods=["GET"], summary="Request result")
+    router.add_api_route(
+        "/{app:path}/requests/{request_id}/cancel", cancel, methods=["PUT"], summary="Cancel a request"
+    )
+    router.add_api_route(
+        "/{app:path}/requests/{request_id}", get_result, methods=["GET"], summary="Request result"
+    )
     router.add_api_route("/{endpoint_id:path}", submit_unknown, methods=["POST"], include_in_schema=False)
     return router
 
@@ -158,12 +187,14 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
     async def submit(
         request: Request,
         body: input_model = Body(...),  # type: ignore[valid-type]
-        fal_webhook: str | None = Query(None, description="URL to POST the result to when the request completes"),
+        fal_webhook: str | None = Query(
+            None, description="URL to POST the result to when the request completes"
+        ),
         key_id: str = Depends(require_key),
         state: AppState = Depends(app_state),
     ) -> JSONResponse:
         job = await enqueue(state, request, endpoint, body, key_id, webhook_url=fal_webhook)
-        position = await run_in_threadpool(state.store.queue_position, job)
+        position = await asyncio.to_thread(state.store.queue_position, job)
         payload = {
             "status": IN_QUEUE,
             "request_id": job.id,
@@ -191,8 +222,8 @@ async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
 
 
 async def _status_payload(state: AppState, job: Job, base: str, with_logs: bool) -> dict[str, Any]:
-    position = await run_in_threadpool(state.store.queue_position, job) if job.status == IN_QUEUE else 0
-    logs = await run_in_threadpool(state.store.logs, job.id) if with_logs and job.status != IN_QUEUE else None
+    position = await asyncio.to_thread(state.store.queue_position, job) if job.status == IN_QUEUE else 0
+    logs = await asyncio.to_thread(state.store.logs, job.id) if with_logs and job.status != IN_QUEUE else None
     return status_body(job, base, position, logs)
 
 
@@ -205,7 +236,9 @@ async def get_status(
 ) -> JSONResponse:
     job = await _owned_job(state, request_id, key_id)
     body = await _status_payload(state, job, public_base(request), _flag(logs))
-    return JSONResponse(body, status_code=200 if job.status == COMPLETED else 202, headers={REQUEST_ID_HEADER: job.id})
+    return JSONResponse(
+        body, status_code=200 if job.status == COMPLETED else 202, headers={REQUEST_ID_HEADER: job.id}
+    )
 
 
 async def stream_status(
@@ -217,7 +250,11 @@ async def stream_status(
 ) -> StreamingResponse:
     job = await _owned_job(state, request_id, key_id)
     events = _status_events(state, request, job, _flag(logs))
-    return StreamingResponse(events, media_type="text/event-stream", headers={REQUEST_ID_HEADER: job.id, "Cache-Control": "no-store"})
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={REQUEST_ID_HEADER: job.id, "Cache-Control": "no-store"},
+    )
 
 
 async def _status_events(state: AppState, request: Request, job: Job, with_logs: bool) -> AsyncIterator[str]:
@@ -225,13 +262,15 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
     base, last_log_id, last_key, quiet = public_base(request), 0, None, 0.0
     opened = asyncio.get_running_loop().time()
     while True:
-        position = await run_in_threadpool(state.store.queue_position, job) if job.status == IN_QUEUE else 0
-        new_logs = await run_in_threadpool(state.store.logs, job.id, last_log_id) if with_logs else []
+        position = await asyncio.to_thread(state.store.queue_position, job) if job.status == IN_QUEUE else 0
+        new_logs = await asyncio.to_thread(state.store.logs, job.id, last_log_id) if with_logs else []
         key = (job.status, position)
         if key != last_key or new_logs:
             last_key, quiet = key, 0.0
             last_log_id = new_logs[-1].id if new_logs else last_log_id
-            body = status_body(job, base, position, new_logs if with_logs and job.status != IN_QUEUE else None)
+            body = status_body(
+                job, base, position, new_logs if with_logs and job.status != IN_QUEUE else None
+            )
             yield f"data: {json.dumps(body)}\n\n"
         if job.status == COMPLETED:
             return
@@ -243,7 +282,7 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
         delay = poll_delay(asyncio.get_running_loop().time() - opened, STREAM_POLL_SECONDS)
         await asyncio.sleep(delay)
         quiet += delay
-        job = await run_in_threadpool(state.store.get, job.id) or job
+        job = await asyncio.to_thread(state.store.get, job.id) or job
 
 
 def result_response(job: Job) -> JSONResponse:
@@ -254,7 +293,9 @@ def result_response(job: Job) -> JSONResponse:
         headers["X-Fal-Error-Type"] = job.error_type or "internal_error"
         if job.error_type == "request_timeout":
             headers["X-Fal-Request-Timeout-Type"] = "user"
-        return JSONResponse(json.loads(job.error_body_json or "{}"), status_code=job.error_status or 500, headers=headers)
+        return JSONResponse(
+            json.loads(job.error_body_json or "{}"), status_code=job.error_status or 500, headers=headers
+        )
     return JSONResponse(json.loads(job.output_json or "null"), headers=headers)
 
 
@@ -271,10 +312,12 @@ async def cancel(
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    outcome = await run_in_threadpool(state.store.cancel, request_id, key_id)
+    outcome = await asyncio.to_thread(state.store.cancel, request_id, key_id)
     headers = id_header(request_id)
     if outcome == "not_found":
-        return JSONResponse({"status": "NOT_FOUND", "detail": "Request not found"}, status_code=404, headers=headers)
+        return JSONResponse(
+            {"status": "NOT_FOUND", "detail": "Request not found"}, status_code=404, headers=headers
+        )
     if outcome == "completed":
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400, headers=headers)
     return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202, headers=headers)

@@ -4,7 +4,6 @@ import asyncio
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.auth import require_key
 from pulid_server.api.queue import enqueue, poll_delay, result_response
@@ -21,9 +20,9 @@ async def wait_for_completion(state: AppState, request: Request, job: Job) -> Jo
     while job.status != COMPLETED:
         await asyncio.sleep(poll_delay(asyncio.get_running_loop().time() - started, MAX_POLL_SECONDS))
         if await request.is_disconnected():
-            await run_in_threadpool(state.store.cancel, job.id, job.owner_key_id)
+            await asyncio.to_thread(state.store.cancel, job.id, job.owner_key_id)
             return None
-        job = await run_in_threadpool(state.store.get, job.id) or job
+        job = await asyncio.to_thread(state.store.get, job.id) or job
     return job
 
 

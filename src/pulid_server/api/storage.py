@@ -7,6 +7,7 @@
 - `GET /files/{key}`: stored files (uploads and outputs) by their unguessable URL.
 """
 
+import asyncio
 import mimetypes
 import re
 import secrets
@@ -15,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from pulid_server.api.auth import require_key
 from pulid_server.api.queue import public_base
@@ -46,7 +46,9 @@ async def initiate_upload(
     state: AppState = Depends(app_state),
 ) -> dict[str, str]:
     key = new_upload_key(body.file_name, body.content_type)
-    token = await run_in_threadpool(state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS, key, body.content_type)
+    token = await asyncio.to_thread(
+        state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS, key, body.content_type
+    )
     base = public_base(request)
     return {"upload_url": f"{base}/files/upload/{token}", "file_url": f"{base}/files/{key}"}
 
@@ -63,12 +65,12 @@ async def _read_capped(request: Request, state: AppState) -> bytes:
 
 @router.put("/files/upload/{token}", summary="Upload target of an initiated upload")
 async def put_upload(token: str, request: Request, state: AppState = Depends(app_state)) -> dict[str, str]:
-    grant = await run_in_threadpool(state.store.check_upload_grant, token)
+    grant = await asyncio.to_thread(state.store.check_upload_grant, token)
     if grant is None or grant["file_key"] is None:
         raise HTTPException(404, "Unknown or expired upload URL")
     data = await _read_capped(request, state)
     content_type = request.headers.get("content-type") or grant["content_type"] or "application/octet-stream"
-    await run_in_threadpool(state.blobs.put, grant["file_key"], data, content_type)
+    await asyncio.to_thread(state.blobs.put, grant["file_key"], data, content_type)
     return {"status": "ok"}
 
 
@@ -76,7 +78,7 @@ async def put_upload(token: str, request: Request, state: AppState = Depends(app
 async def cdn_token(
     request: Request, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
 ) -> dict[str, str]:
-    token = await run_in_threadpool(state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS)
+    token = await asyncio.to_thread(state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS)
     expires = datetime.now(UTC) + timedelta(seconds=UPLOAD_TTL_SECONDS)
     return {
         "token": token,
@@ -89,13 +91,13 @@ async def cdn_token(
 @router.post("/cdn/files/upload", summary="Upload a file with a CDN token (Python client)")
 async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> JSONResponse:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    grant = await run_in_threadpool(state.store.check_upload_grant, token.strip()) if token else None
+    grant = await asyncio.to_thread(state.store.check_upload_grant, token.strip()) if token else None
     if grant is None:  # an API key works too, for clients that skip the token step
         await require_key(request, state)
     data = await _read_capped(request, state)
     content_type = request.headers.get("content-type") or "application/octet-stream"
     key = new_upload_key(request.headers.get("x-fal-file-name"), content_type)
-    await run_in_threadpool(state.blobs.put, key, data, content_type)
+    await asyncio.to_thread(state.blobs.put, key, data, content_type)
     return JSONResponse({"access_url": f"{public_base(request)}/files/{key}"})
 
 
@@ -103,10 +105,10 @@ async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> 
 async def download(key: str, state: AppState = Depends(app_state)) -> Response:
     if not key.startswith(("uploads/", "outputs/")):
         raise HTTPException(404, "File not found")
-    url = await run_in_threadpool(state.blobs.download_url, key)
+    url = await asyncio.to_thread(state.blobs.download_url, key)
     if url:
         return RedirectResponse(url, status_code=307)
-    blob = await run_in_threadpool(state.blobs.get, key)
+    blob = await asyncio.to_thread(state.blobs.get, key)
     if blob is None:
         raise HTTPException(404, "File not found")
     headers = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,7 +24,7 @@ MAX_SEED = 2**63 - 1
 MIN_SIDE, MAX_SIDE = 64, 2048
 
 
-class ImageSizePreset(str, Enum):
+class ImageSizePreset(StrEnum):
     square_hd = "square_hd"
     square = "square"
     portrait_4_3 = "portrait_4_3"
@@ -45,14 +45,21 @@ PRESET_SIZES: dict[ImageSizePreset, tuple[int, int]] = {  # (width, height)
 
 class ImageSize(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    width: int = Field(768, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The width of the generated image.")
-    height: int = Field(1024, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The height of the generated image.")
+    width: int = Field(
+        768, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The width of the generated image."
+    )
+    height: int = Field(
+        1024, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The height of the generated image."
+    )
 
 
 class ReferenceFace(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_url: str = Field(
-        ..., min_length=1, max_length=16 * 1024 * 1024, description="URL of the reference face image (http(s), data: URI)."
+        ...,
+        min_length=1,
+        max_length=16 * 1024 * 1024,
+        description="URL of the reference face image (http(s), data: URI).",
     )
 
 
@@ -137,7 +144,9 @@ def load_runner(settings: Settings) -> Any:
         try:
             images = pipeline.generate(request, on_step=ctx.progress, log=ctx.log)
         except NoFaceError as exc:
-            raise UserInputError(str(exc), ("body", "reference_images", exc.index, "image_url"), "no_face") from exc
+            raise UserInputError(
+                str(exc), ("body", "reference_images", exc.index, "image_url"), "no_face"
+            ) from exc
         return PulidOutput(images=[Image(**ctx.save_image(img)) for img in images], seed=seed)
 
     return run

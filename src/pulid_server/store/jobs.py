@@ -110,7 +110,9 @@ def _engine(url: str, *, writer: bool = True) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     # Worker processes are spawned (never forked), so pooled connections are never shared across processes.
-    engine = create_engine(url, pool_size=8, max_overflow=32, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, pool_size=8, max_overflow=32, connect_args={"check_same_thread": False, "timeout": 30}
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -180,7 +182,9 @@ class JobStore(ClusterQueries):
             return None
         with self._read() as conn:
             row = conn.execute(
-                select(api_keys.c.secret_hash).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                select(api_keys.c.secret_hash).where(
+                    api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)
+                )
             ).first()
         if row is None:
             return None
@@ -190,7 +194,12 @@ class JobStore(ClusterQueries):
         with self._read() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
         return [
-            {"key_id": r.key_id, "name": r.name, "created_at": r.created_at, "revoked": r.revoked_at is not None}
+            {
+                "key_id": r.key_id,
+                "name": r.name,
+                "created_at": r.created_at,
+                "revoked": r.revoked_at is not None,
+            }
             for r in rows
         ]
 
@@ -278,10 +287,17 @@ class JobStore(ClusterQueries):
         return Job.from_row(row) if row else None
 
     def queue_position(self, job: Job) -> int:
-        ahead = select(func.count()).select_from(jobs).where(
-            jobs.c.status == IN_QUEUE,
-            jobs.c.endpoint_id == job.endpoint_id,
-            or_(jobs.c.priority < job.priority, and_(jobs.c.priority == job.priority, jobs.c.seq < job.seq)),
+        ahead = (
+            select(func.count())
+            .select_from(jobs)
+            .where(
+                jobs.c.status == IN_QUEUE,
+                jobs.c.endpoint_id == job.endpoint_id,
+                or_(
+                    jobs.c.priority < job.priority,
+                    and_(jobs.c.priority == job.priority, jobs.c.seq < job.seq),
+                ),
+            )
         )
         with self._read() as conn:
             return int(conn.execute(ahead).scalar_one())
@@ -309,7 +325,9 @@ class JobStore(ClusterQueries):
             if self._finish(conn, job, None, failure, only_if_status=IN_QUEUE):
                 return "requested"
             res = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.status == IN_PROGRESS).values(cancel_requested=True)
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == IN_PROGRESS)
+                .values(cancel_requested=True)
             )
         return "requested" if res.rowcount else "completed"
 
@@ -321,7 +339,9 @@ class JobStore(ClusterQueries):
 
     def has_queued(self, endpoint_ids: list[str]) -> bool:
         """Cheap read used by idle workers so that polling takes no write lock."""
-        query = select(jobs.c.seq).where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(endpoint_ids)).limit(1)
+        query = (
+            select(jobs.c.seq).where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(endpoint_ids)).limit(1)
+        )
         with self._read() as conn:
             return conn.execute(query).first() is not None
 
@@ -375,10 +395,21 @@ class JobStore(ClusterQueries):
                     if job.cancel_requested:
                         failure = Failure("Request was cancelled", "request_cancelled", 400, {})
                     self._finish(
-                        conn, job, None, failure, only_if_status=IN_PROGRESS, worker_id=job.worker_id, expired_at=now
+                        conn,
+                        job,
+                        None,
+                        failure,
+                        only_if_status=IN_PROGRESS,
+                        worker_id=job.worker_id,
+                        expired_at=now,
                     )
                 elif self._requeue(conn, job, now):
-                    self._log(conn, job.id, f"worker lost; requeued (attempt {job.attempts} of {max_attempts})", "WARN")
+                    self._log(
+                        conn,
+                        job.id,
+                        f"worker lost; requeued (attempt {job.attempts} of {max_attempts})",
+                        "WARN",
+                    )
 
     @staticmethod
     def _requeue(conn: Connection, job: Job, now: float) -> bool:
@@ -401,7 +432,13 @@ class JobStore(ClusterQueries):
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job.id, jobs.c.status == IN_PROGRESS, jobs.c.worker_id == worker_id)
-                .values(status=IN_QUEUE, worker_id=None, lease_until=None, started_at=None, attempts=jobs.c.attempts - 1)
+                .values(
+                    status=IN_QUEUE,
+                    worker_id=None,
+                    lease_until=None,
+                    started_at=None,
+                    attempts=jobs.c.attempts - 1,
+                )
             )
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
@@ -434,7 +471,13 @@ class JobStore(ClusterQueries):
         """Record the end of a job we hold. False if our lease was lost (someone else owns it now)."""
         with self._tx() as conn:
             return self._finish(
-                conn, job, output, failure, only_if_status=IN_PROGRESS, worker_id=worker_id, inference_time=inference_time
+                conn,
+                job,
+                output,
+                failure,
+                only_if_status=IN_PROGRESS,
+                worker_id=worker_id,
+                inference_time=inference_time,
             )
 
     def _finish(
@@ -472,7 +515,9 @@ class JobStore(ClusterQueries):
             return False
         if job.webhook_url:
             conn.execute(
-                insert(webhooks).values(job_id=job.id, url=job.webhook_url, state="pending", next_attempt_at=time.time())
+                insert(webhooks).values(
+                    job_id=job.id, url=job.webhook_url, state="pending", next_attempt_at=time.time()
+                )
             )
         return True
 
@@ -504,13 +549,17 @@ class JobStore(ClusterQueries):
             job_row = conn.execute(select(jobs).where(jobs.c.id == row.job_id)).one()
         return WebhookTask(Job.from_row(job_row), row.url, row.attempts)
 
-    def webhook_done(self, job_id: str, *, delivered: bool, error: str | None, retry_at: float | None) -> None:
+    def webhook_done(
+        self, job_id: str, *, delivered: bool, error: str | None, retry_at: float | None
+    ) -> None:
         state = "delivered" if delivered else ("pending" if retry_at is not None else "dead")
         with self._tx() as conn:
             conn.execute(
                 update(webhooks)
                 .where(webhooks.c.job_id == job_id)
-                .values(state=state, last_error=error, lease_until=None, next_attempt_at=retry_at or time.time())
+                .values(
+                    state=state, last_error=error, lease_until=None, next_attempt_at=retry_at or time.time()
+                )
             )
 
     def webhook_state(self, job_id: str) -> dict[str, Any] | None:
@@ -520,7 +569,9 @@ class JobStore(ClusterQueries):
 
     # -- upload grants --------------------------------------------------------------------------------------
 
-    def grant_upload(self, owner_key_id: str, ttl: float, file_key: str | None = None, content_type: str | None = None) -> str:
+    def grant_upload(
+        self, owner_key_id: str, ttl: float, file_key: str | None = None, content_type: str | None = None
+    ) -> str:
         token = secrets.token_urlsafe(32)
         with self._tx() as conn:
             conn.execute(
@@ -538,7 +589,8 @@ class JobStore(ClusterQueries):
         with self._read() as conn:
             row = conn.execute(
                 select(upload_grants).where(
-                    upload_grants.c.token_hash == _hash_secret(token), upload_grants.c.expires_at > time.time()
+                    upload_grants.c.token_hash == _hash_secret(token),
+                    upload_grants.c.expires_at > time.time(),
                 )
             ).first()
         return dict(row._mapping) if row else None

@@ -45,7 +45,9 @@ class Outcome:
 class Worker:
     settings: Settings
     endpoint_ids: list[str] = field(default_factory=list)
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
 
     def __post_init__(self) -> None:
         self.store = JobStore(self.settings.resolved_database_url())
@@ -94,7 +96,11 @@ class Worker:
                 job = self.store.claim(self.worker_id, ids, self.settings.lease_seconds)
             if job is None:
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
-                self.stopping.wait(min(FAST_POLL_SECONDS, self.settings.poll_seconds) if recent else self.settings.poll_seconds)
+                self.stopping.wait(
+                    min(FAST_POLL_SECONDS, self.settings.poll_seconds)
+                    if recent
+                    else self.settings.poll_seconds
+                )
                 continue
             if self.process(job).fatal:
                 return OOM_EXIT_CODE
@@ -124,7 +130,9 @@ class Worker:
         finally:
             beat.stop()
         elapsed = time.perf_counter() - started
-        if not self.store.complete(job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed):
+        if not self.store.complete(
+            job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed
+        ):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
         return outcome
 
@@ -143,7 +151,10 @@ class Worker:
             detail = [{"loc": list(exc.loc), "msg": exc.message, "type": exc.error_type}]
             return Outcome(failure=Failure(exc.message, exc.error_type, 422, {"detail": detail}))
         except ValidationError as exc:
-            detail = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)]
+            detail = [
+                {**e, "loc": ["body", *e["loc"]]}
+                for e in exc.errors(include_url=False, include_context=False)
+            ]
             return Outcome(failure=Failure("Invalid input", "validation_error", 422, {"detail": detail}))
         except Exception as exc:  # noqa: BLE001 - any model error ends this job, not the worker
             if _is_oom(exc):
@@ -151,7 +162,9 @@ class Worker:
                 return Outcome(failure=Failure("Out of GPU memory", "gpu_oom", 503, {}), fatal=True)
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             ctx.log(f"{type(exc).__name__}: {exc}", "ERROR")
-            return Outcome(failure=Failure(f"Model error: {type(exc).__name__}: {exc}", "internal_error", 500, {}))
+            return Outcome(
+                failure=Failure(f"Model error: {type(exc).__name__}: {exc}", "internal_error", 500, {})
+            )
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -46,7 +46,9 @@ class Supervisor:
         self._thread.start()
 
     def _spawn(self, i: int) -> None:
-        self.procs[i] = subprocess.Popen([sys.executable, "-m", "pulid_server.worker"], env=settings_env(self.settings))
+        self.procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "pulid_server.worker"], env=settings_env(self.settings)
+        )
         log.info("worker %d started (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
 
     def _watch(self) -> None:

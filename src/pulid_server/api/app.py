@@ -3,6 +3,7 @@ the webhook dispatcher and (in embedded mode) the supervised worker processes.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from pulid_server.api.run import build_run_router
 from pulid_server.api.state import AppState
 from pulid_server.config import Settings
 from pulid_server.store import JobStore
+from pulid_server.worker.doorbell import CompletionWaiters
 from pulid_server.worker.reaper import Reaper
 from pulid_server.worker.supervisor import Supervisor
 from pulid_server.worker.webhooks import WebhookDispatcher
@@ -38,8 +40,10 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         blobs = settings.blob_store()
         dispatcher = WebhookDispatcher(store, settings)
         reaper = Reaper(store, settings.max_attempts)
-        supervisor = Supervisor(settings, workers) if workers > 0 else None
-        app.state.pulid = AppState(settings, store, blobs, dispatcher.signer, supervisor)
+        completions = CompletionWaiters()
+        completions.bind(asyncio.get_running_loop())
+        supervisor = Supervisor(settings, workers, on_done=completions.announce) if workers > 0 else None
+        app.state.pulid = AppState(settings, store, blobs, dispatcher.signer, supervisor, completions)
         dispatcher.start()
         reaper.start()
         if supervisor:

@@ -154,6 +154,8 @@ async def enqueue(
         )
     except QueueFull as exc:
         raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
+    if state.supervisor is not None:
+        state.supervisor.ring()
     return job
 
 
@@ -194,7 +196,7 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         state: AppState = Depends(app_state),
     ) -> JSONResponse:
         job = await enqueue(state, request, endpoint, body, key_id, webhook_url=fal_webhook)
-        position = await asyncio.to_thread(state.store.queue_position, job)
+        position = await state.read(state.store.queue_position, job)
         payload = {
             "status": IN_QUEUE,
             "request_id": job.id,
@@ -215,15 +217,15 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
 
 
 async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
-    job = await asyncio.to_thread(state.store.get, request_id, key_id)
+    job = await state.read(state.store.get, request_id, key_id)
     if job is None:  # another key's request is indistinguishable from a missing one
         raise HTTPException(404, "Request not found", headers=id_header(request_id))
     return job
 
 
 async def _status_payload(state: AppState, job: Job, base: str, with_logs: bool) -> dict[str, Any]:
-    position = await asyncio.to_thread(state.store.queue_position, job) if job.status == IN_QUEUE else 0
-    logs = await asyncio.to_thread(state.store.logs, job.id) if with_logs and job.status != IN_QUEUE else None
+    position = await state.read(state.store.queue_position, job) if job.status == IN_QUEUE else 0
+    logs = await state.read(state.store.logs, job.id) if with_logs and job.status != IN_QUEUE else None
     return status_body(job, base, position, logs)
 
 
@@ -262,8 +264,8 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
     base, last_log_id, last_key, quiet = public_base(request), 0, None, 0.0
     opened = asyncio.get_running_loop().time()
     while True:
-        position = await asyncio.to_thread(state.store.queue_position, job) if job.status == IN_QUEUE else 0
-        new_logs = await asyncio.to_thread(state.store.logs, job.id, last_log_id) if with_logs else []
+        position = await state.read(state.store.queue_position, job) if job.status == IN_QUEUE else 0
+        new_logs = await state.read(state.store.logs, job.id, last_log_id) if with_logs else []
         key = (job.status, position)
         if key != last_key or new_logs:
             last_key, quiet = key, 0.0
@@ -280,9 +282,9 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
         if await request.is_disconnected():
             return
         delay = poll_delay(asyncio.get_running_loop().time() - opened, STREAM_POLL_SECONDS)
-        await asyncio.sleep(delay)
+        await state.completions.wait(job.id, delay)
         quiet += delay
-        job = await asyncio.to_thread(state.store.get, job.id) or job
+        job = await state.read(state.store.get, job.id) or job
 
 
 def result_response(job: Job) -> JSONResponse:

@@ -15,14 +15,17 @@ MAX_POLL_SECONDS = 0.05
 
 
 async def wait_for_completion(state: AppState, request: Request, job: Job) -> Job | None:
-    """Poll the store until the job completes; cancel it and return None if the caller goes away."""
+    """Wait until the job completes (woken by a local worker, else polling the store); cancel it and
+    return None if the caller goes away."""
     started = asyncio.get_running_loop().time()
     while job.status != COMPLETED:
-        await asyncio.sleep(poll_delay(asyncio.get_running_loop().time() - started, MAX_POLL_SECONDS))
+        await state.completions.wait(
+            job.id, poll_delay(asyncio.get_running_loop().time() - started, MAX_POLL_SECONDS)
+        )
         if await request.is_disconnected():
             await asyncio.to_thread(state.store.cancel, job.id, job.owner_key_id)
             return None
-        job = await asyncio.to_thread(state.store.get, job.id) or job
+        job = await state.read(state.store.get, job.id) or job
     return job
 
 

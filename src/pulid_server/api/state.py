@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from pulid_server.config import Settings
 from pulid_server.files import BlobStore
 from pulid_server.store import JobStore
+from pulid_server.worker.doorbell import CompletionWaiters
 from pulid_server.worker.supervisor import Supervisor
 from pulid_server.worker.webhooks import WebhookSigner
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -20,6 +26,14 @@ class AppState:
     blobs: BlobStore
     signer: WebhookSigner
     supervisor: Supervisor | None = None
+    completions: CompletionWaiters = field(default_factory=CompletionWaiters)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store read. SQLite (WAL) readers never wait for a lock, so they run inline and skip the
+        thread hop (bench: ~30% of the status route's CPU); network databases read in a thread."""
+        if self.store.is_sqlite:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
 
 def app_state(request: Request) -> AppState:

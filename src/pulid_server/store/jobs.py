@@ -456,6 +456,12 @@ class JobStore(ClusterQueries):
         with self._tx() as conn:
             self._log(conn, job_id, message, level)
 
+    def progress(self, job_id: str, message: str) -> bool:
+        """Log a progress line and return whether the user asked to cancel: one transaction per step."""
+        with self._tx() as conn:
+            self._log(conn, job_id, message, "INFO")
+            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+
     @staticmethod
     def _log(conn: Connection, job_id: str, message: str, level: str) -> None:
         conn.execute(insert(job_logs).values(job_id=job_id, ts=time.time(), level=level, message=message))

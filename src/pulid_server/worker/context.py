@@ -49,8 +49,7 @@ class WorkerJobContext:
         self._store.log(self.request_id, message, level)
 
     def progress(self, step: int, total: int) -> None:
-        self.log(f"step {step}/{total}")
-        if self._store.cancel_requested(self.request_id):
+        if self._store.progress(self.request_id, f"step {step}/{total}"):
             raise JobCancelled()
 
     def load_image(self, url: str, loc: tuple[str | int, ...]) -> tuple[bytes, Image.Image]:

@@ -24,6 +24,7 @@ from pulid_server.config import Settings
 from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
 from pulid_server.store import Failure, Job, JobStore
 from pulid_server.worker.context import WorkerJobContext
+from pulid_server.worker.doorbell import WorkerDoorbell
 
 log = logging.getLogger("pulid.worker")
 OOM_EXIT_CODE = 75  # the supervisor restarts the process; the CUDA context may be poisoned
@@ -53,6 +54,7 @@ class Worker:
         self.store = JobStore(self.settings.resolved_database_url())
         self.blobs = self.settings.blob_store()
         self.stopping = threading.Event()
+        self.doorbell = WorkerDoorbell.from_env()
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
@@ -96,10 +98,11 @@ class Worker:
                 job = self.store.claim(self.worker_id, ids, self.settings.lease_seconds)
             if job is None:
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
-                self.stopping.wait(
+                self.doorbell.wait(
                     min(FAST_POLL_SECONDS, self.settings.poll_seconds)
                     if recent
-                    else self.settings.poll_seconds
+                    else self.settings.poll_seconds,
+                    self.stopping,
                 )
                 continue
             if self.process(job).fatal:
@@ -134,6 +137,8 @@ class Worker:
             job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed
         ):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
+        else:
+            self.doorbell.done(job.id)
         return outcome
 
     def _run(self, endpoint: Endpoint, runner: Runner, job: Job) -> Outcome:

@@ -14,8 +14,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from pulid_server.config import Settings
+from pulid_server.worker.doorbell import ParentDoorbell
 
 log = logging.getLogger("pulid.supervisor")
 
@@ -31,11 +33,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, count: int, drain_seconds: float = 30.0):
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        drain_seconds: float = 30.0,
+        on_done: Callable[[str], None] = lambda job_id: None,
+    ):
         self.settings = settings
         self.count = count
         self.drain_seconds = drain_seconds
+        self.on_done = on_done
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.bells: list[ParentDoorbell | None] = [None] * count
         self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="worker-supervisor")
@@ -46,10 +56,22 @@ class Supervisor:
         self._thread.start()
 
     def _spawn(self, i: int) -> None:
+        if self.bells[i] is not None:
+            self.bells[i].close()  # type: ignore[union-attr]
+        bell = self.bells[i] = ParentDoorbell(self.on_done)
         self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "pulid_server.worker"], env=settings_env(self.settings)
+            [sys.executable, "-m", "pulid_server.worker"],
+            env={**settings_env(self.settings), **bell.child_env()},
+            pass_fds=bell.child_fds(),
         )
+        bell.spawned()
         log.info("worker %d started (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
+
+    def ring(self) -> None:
+        """A job was queued: wake idle workers now instead of at their next poll."""
+        for bell in self.bells:
+            if bell is not None:
+                bell.ring()
 
     def _watch(self) -> None:
         backoff = [0.0] * self.count

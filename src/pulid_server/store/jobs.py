@@ -456,10 +456,14 @@ class JobStore(ClusterQueries):
         with self._tx() as conn:
             self._log(conn, job_id, message, level)
 
-    def progress(self, job_id: str, message: str) -> bool:
-        """Log a progress line and return whether the user asked to cancel: one transaction per step."""
+    def append_logs(self, job_id: str, lines: list[tuple[str, str]]) -> bool:
+        """Write (message, level) lines in one transaction; return whether the user asked to cancel."""
+        now = time.time()
         with self._tx() as conn:
-            self._log(conn, job_id, message, "INFO")
+            conn.execute(
+                insert(job_logs),
+                [{"job_id": job_id, "ts": now, "level": lv, "message": m} for m, lv in lines],
+            )
             return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     @staticmethod
@@ -531,14 +535,18 @@ class JobStore(ClusterQueries):
 
     def claim_webhook(self, lease_seconds: float) -> WebhookTask | None:
         now = time.time()
+        due_now = (
+            webhooks.c.state == "pending",
+            webhooks.c.next_attempt_at <= now,
+            or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now),
+        )
+        with self._read() as conn:  # the idle poll must not take SQLite's write lock (it stalls workers)
+            if conn.execute(select(webhooks.c.job_id).where(*due_now).limit(1)).first() is None:
+                return None
         with self._tx() as conn:
             due = (
                 select(webhooks.c.job_id)
-                .where(
-                    webhooks.c.state == "pending",
-                    webhooks.c.next_attempt_at <= now,
-                    or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now),
-                )
+                .where(*due_now)
                 .order_by(webhooks.c.next_attempt_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)

@@ -20,7 +20,8 @@ from pulid_server.files import (
     fetch_bytes,
     open_image,
 )
-from pulid_server.store import Job, JobStore
+from pulid_server.store import Job
+from pulid_server.worker.channel import JobChannel
 
 # Keys under these prefixes are ours: a URL whose path is /files/<key> is read from the blob store
 # directly (no HTTP request leaves the worker, whatever host the URL names).
@@ -37,19 +38,20 @@ def own_file_key(url: str) -> str | None:
 
 
 class WorkerJobContext:
-    def __init__(self, job: Job, store: JobStore, blobs: BlobStore, settings: Settings):
+    def __init__(self, job: Job, channel: JobChannel, blobs: BlobStore, settings: Settings):
         self.request_id = job.id
         self._job = job
-        self._store = store
+        self._channel = channel
         self._blobs = blobs
         self._settings = settings
         self._base = (settings.public_url or job.base_url).rstrip("/")
 
     def log(self, message: str, level: str = "INFO") -> None:
-        self._store.log(self.request_id, message, level)
+        self._channel.log(message, level)
 
     def progress(self, step: int, total: int) -> None:
-        if self._store.progress(self.request_id, f"step {step}/{total}"):
+        self._channel.log(f"step {step}/{total}")
+        if self._channel.cancelled:
             raise JobCancelled()
 
     def load_image(self, url: str, loc: tuple[str | int, ...]) -> tuple[bytes, Image.Image]:

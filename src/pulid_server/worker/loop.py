@@ -23,6 +23,7 @@ from pulid_server import endpoints
 from pulid_server.config import Settings
 from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
 from pulid_server.store import Failure, Job, JobStore
+from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.context import WorkerJobContext
 from pulid_server.worker.doorbell import WorkerDoorbell
 
@@ -120,18 +121,19 @@ class Worker:
 
     def process(self, job: Job) -> Outcome:
         endpoint, runner = self.runners[job.endpoint_id]
-        beat = _Heartbeat(self.store, job.id, self.worker_id, self.settings)
-        beat.start()
+        channel = JobChannel(
+            self.store, job.id, self.worker_id, self.settings.lease_seconds, self.settings.heartbeat_seconds
+        )
+        channel.start()
         started = time.perf_counter()
         try:
-            outcome = self._run(endpoint, runner, job)
+            outcome = self._run(endpoint, runner, job, channel)
         except KeyboardInterrupt:
-            beat.stop()
+            channel.close()
             self.store.release(job, self.worker_id)
             log.info("job %s returned to the queue", job.id)
             raise
-        finally:
-            beat.stop()
+        channel.close()  # its log lines land before the job completes
         elapsed = time.perf_counter() - started
         if not self.store.complete(
             job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed
@@ -141,8 +143,8 @@ class Worker:
             self.doorbell.done(job.id)
         return outcome
 
-    def _run(self, endpoint: Endpoint, runner: Runner, job: Job) -> Outcome:
-        ctx = WorkerJobContext(job, self.store, self.blobs, self.settings)
+    def _run(self, endpoint: Endpoint, runner: Runner, job: Job, channel: JobChannel) -> Outcome:
+        ctx = WorkerJobContext(job, channel, self.blobs, self.settings)
         try:
             inputs = endpoint.input_model.model_validate(job.input)
             result = runner(inputs, ctx)
@@ -174,30 +176,6 @@ class Worker:
 
 def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
-
-
-class _Heartbeat:
-    """Extends the job's lease every `heartbeat_seconds` from a side thread while the model runs."""
-
-    def __init__(self, store: JobStore, job_id: str, worker_id: str, settings: Settings):
-        self._args = (job_id, worker_id, settings.lease_seconds)
-        self._store = store
-        self._every = settings.heartbeat_seconds
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{job_id[:8]}")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-
-    def _loop(self) -> None:
-        while not self._done.wait(self._every):
-            try:
-                self._store.heartbeat(*self._args)
-            except Exception:  # noqa: BLE001 - a failed beat is retried; the lease has slack
-                log.exception("heartbeat failed")
 
 
 def main() -> int:

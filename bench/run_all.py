@@ -52,27 +52,29 @@ NOTES = """\
   model's cost is the same inside and outside the service and the ratio shows only our overhead. It makes
   4 progress calls (a log row and a cancel check each), as the 4-step model does.
 - Found by these benchmarks and fixed in the service (issue #8):
-  1. Worker pick-up: an idle worker polled the queue every `poll_seconds` (50 ms), which added ~40 ms to
-     every job of a client that submits right after its previous result. The worker now polls every 5 ms
-     for 1 s after finishing a job, then falls back to `poll_seconds` (worker/loop.py). A job that arrives
-     after more than 1 s of idleness still waits up to 50 ms (25 ms on average).
-  2. Server-side waits (SSE status stream, sync `/run`) re-read the store at a fixed 100 ms (SSE) or a
-     back-off capped at 50 ms (`/run`), seeing a result up to that late. They now wait 4 % of the time
-     waited so far (2 ms to the same caps), so a result is seen at most ~4 % late (api/queue.py, api/run.py).
-  3. Auth and the job read went through Starlette's `run_in_threadpool` (anyio), whose per-call cost was
-     ~28 % of the API process's CPU under a status-route load (py-spy, `--gil`); they use
-     `asyncio.to_thread` now (api/auth.py, api/queue.py), +25-30 % requests/s on the status route.
+  1. Worker pick-up: an idle worker polled the queue every 50 ms (~40 ms added to a sequential job). The
+     API now rings a doorbell pipe to the workers it supervises when it queues a job, and workers on
+     other machines poll every 5 ms for 1 s after a job, then every `poll_seconds` (worker/doorbell.py,
+     worker/loop.py).
+  2. Server-side waits (SSE status stream, sync `/run`) re-read the store at a fixed 100 ms or a back-off
+     up to 50 ms. A supervised worker now announces each finished job on its doorbell pipe and the waiting
+     request answers at once; without a pipe (remote workers) they re-read the store after 4 % of the time
+     waited so far (api/queue.py, api/run.py).
+  3. Each denoising step waited ~1 ms for its log write and cancel read. A per-job side thread now writes
+     log lines and heartbeats, and returns the cancel flag with each write (worker/channel.py).
+  4. An idle webhook poll took SQLite's write lock every 200 ms and stalled worker writes; it reads first
+     now (store/jobs.py `claim_webhook`).
+  5. Store reads in the API went through Starlette's `run_in_threadpool`, ~28 % of the API process's CPU
+     under a status-route load (py-spy `--gil`). SQLite (WAL) readers never wait for a lock, so the API runs
+     them inline; PostgreSQL reads go through `asyncio.to_thread` (api/state.py `AppState.read`).
 - Open (measured, not fixed):
-  1. 200 ms case: the service still adds ~15-20 ms per job (1.07-1.10x, goal 1.05). It is the sum of
-     small parts, each a store round trip on a loaded 2-core machine: submit, claim (<= 5 ms poll),
-     4 progress calls (a log write and a cancel read each), complete, the client's next poll, the result GET.
-     Closing it needs a push path (worker -> API wake-up instead of polls) or batched progress writes.
-  2. Status route at ~0.6x LitServe's /predict: the time is in FastAPI/Starlette's per-request stack
-     (middleware, dependency solving) plus two SQLite reads (key, job) per request; no key cache, because
-     revoking a key must take effect at once.
-  3. Sync /run at ~0.1x LitServe: by design every request is a durable job (a write to persist it before
-     answering, a claim, a completion, reads while waiting), where LitServe hands the request to its worker
-     over an in-memory queue and loses it if a process dies.
+  1. With a client that polls every 5 ms, the 200 ms case lands around 1.05-1.06x: the client's own poll
+     interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of the ~6 ms
+     the service adds. Through the status stream or `/run` the goal is met.
+  2. Sync /run at ~0.15x LitServe's requests/s under 16 concurrent clients: by design every request is a
+     durable job (a write to persist it before answering, a claim, a completion), served by one worker
+     process one job at a time, where LitServe hands requests to its worker over an in-memory queue and
+     loses them if a process dies. Batch claims or an opt-in in-memory path would be the way forward.
 """
 
 

@@ -331,10 +331,6 @@ class JobStore(ClusterQueries):
             )
         return "requested" if res.rowcount else "completed"
 
-    def cancel_requested(self, job_id: str) -> bool:
-        with self._read() as conn:
-            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
-
     # -- worker side ------------------------------------------------------------------------------------
 
     def has_queued(self, endpoint_ids: list[str]) -> bool:

@@ -94,6 +94,7 @@ def main() -> None:
 
     def log(message: str) -> None:
         return None
+
     data_bytes = request.reference_images[0][0]
 
     def first_id() -> object:

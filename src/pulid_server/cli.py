@@ -71,13 +71,15 @@ def serve(
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     api = create_app(settings, workers=workers)
-    tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
-    common = {"log_level": "warning", "timeout_graceful_shutdown": 5}
+    tls: dict[str, Any] = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
+    common: dict[str, Any] = {"log_level": "warning", "timeout_graceful_shutdown": 5}
     if tls and tls_port is None:
         configs = [uvicorn.Config(api, host=host, port=port, **tls, **common)]
     else:
         configs = [uvicorn.Config(api, host=host, port=port, **common)]
-        if tls:  # second listener on the same app; only the first one runs the lifespan
+        if (
+            tls and tls_port is not None
+        ):  # second listener on the same app; only the first one runs the lifespan
             configs.append(uvicorn.Config(api, host=host, port=tls_port, lifespan="off", **tls, **common))
     for config in configs:
         scheme = "https" if config.ssl_certfile else "http"

@@ -54,8 +54,11 @@ def test_metrics_follow_the_queue(fresh_server: Server) -> None:
 
     samples = _until(  # the cancelled job finishes last: wait for it to be counted too
         server,
-        lambda m: value(m, "pulid_jobs_completed_total", endpoint="test/echo", error_type="none") == 3
-        and value(m, "pulid_jobs_completed_total", endpoint="test/echo", error_type="request_cancelled") == 1,
+        lambda m: (
+            value(m, "pulid_jobs_completed_total", endpoint="test/echo", error_type="none") == 3
+            and value(m, "pulid_jobs_completed_total", endpoint="test/echo", error_type="request_cancelled")
+            == 1
+        ),
     )
     assert value(samples, "pulid_queue_depth", endpoint="test/image", priority="normal") == 2
     assert value(samples, "pulid_queue_depth", endpoint="test/image", priority="low") == 1

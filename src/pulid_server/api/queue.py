@@ -284,7 +284,8 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
         delay = poll_delay(asyncio.get_running_loop().time() - opened, STREAM_POLL_SECONDS)
         await state.completions.wait(job.id, delay)
         quiet += delay
-        job = await state.read(state.store.get, job.id) or job
+        latest: Job | None = await state.read(state.store.get, job.id, None)
+        job = latest or job
 
 
 def result_response(job: Job) -> JSONResponse:

@@ -25,7 +25,8 @@ async def wait_for_completion(state: AppState, request: Request, job: Job) -> Jo
         if await request.is_disconnected():
             await asyncio.to_thread(state.store.cancel, job.id, job.owner_key_id)
             return None
-        job = await state.read(state.store.get, job.id) or job
+        latest: Job | None = await state.read(state.store.get, job.id, None)
+        job = latest or job
     return job
 
 

@@ -28,7 +28,7 @@ class AppState:
     supervisor: Supervisor | None = None
     completions: CompletionWaiters = field(default_factory=CompletionWaiters)
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def read(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run a store read. SQLite (WAL) readers never wait for a lock, so they run inline and skip the
         thread hop (bench: ~30% of the status route's CPU); network databases read in a thread."""
         if self.store.is_sqlite:

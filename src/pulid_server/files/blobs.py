@@ -158,8 +158,8 @@ class S3BlobStore:
 
 def _s3_client(endpoint_url: str) -> Any:
     try:
-        import boto3  # type: ignore[import-untyped]
-        from botocore.config import Config  # type: ignore[import-untyped]
+        import boto3
+        from botocore.config import Config
     except ImportError as e:
         raise RuntimeError("S3 storage needs boto3: pip install 'pulid-server[s3]'") from e
     config = Config(

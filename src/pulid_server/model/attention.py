@@ -60,10 +60,10 @@ def _project(h: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     return torch.sum(h * i, dim=-2, keepdim=True) / torch.sum(h * h, dim=-2, keepdim=True) * h
 
 
-class SelfAttnProcessor(AttnProcessor2_0):  # type: ignore[misc]
+class SelfAttnProcessor(AttnProcessor2_0):
     """attn1: diffusers' SDPA processor that accepts (and ignores) the ID kwarg."""
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         attn: Any,
         hidden_states: torch.Tensor,
@@ -93,7 +93,7 @@ class IDAttnProcessor(nn.Module):
             ctx._kv[id(self)] = cached
         return cached
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         attn: Any,
         hidden_states: torch.Tensor,

@@ -58,7 +58,7 @@ class VisionRotaryEmbeddingFast(nn.Module):
         self.register_buffer("freqs_sin", grid.sin().reshape(n * n, -1))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t * self.freqs_cos + _rotate_half(t) * self.freqs_sin
+        return t * self.freqs_cos + _rotate_half(t) * self.freqs_sin  # type: ignore[operator]
 
 
 class Attention(nn.Module):

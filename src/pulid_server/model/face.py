@@ -203,7 +203,8 @@ class ScrfdDetector:
             scores = outs[idx].reshape(-1)
             boxes = outs[idx + self.fmc].reshape(-1, 4) * stride
             fh = fw = self.input_size // stride
-            centers = (np.stack(np.mgrid[:fh, :fw][::-1], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
+            grid = np.mgrid[:fh, :fw][::-1]
+            centers = (np.stack(list(grid), axis=-1).astype(np.float32) * stride).reshape(-1, 2)
             centers = np.repeat(centers, self.num_anchors, axis=0)
             pos = np.where(scores >= self.threshold)[0]
             xyxy = np.hstack([centers - boxes[:, :2], centers + boxes[:, 2:]])

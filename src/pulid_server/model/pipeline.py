@@ -97,7 +97,7 @@ class PulidPipeline:
     def _uncond_id_embedding(self) -> torch.Tensor:
         """The encoder's response to all-zero inputs (the negative branch's "no identity")."""
         eva = self.face.eva.cfg
-        width = self.id_encoder.body[0].in_features
+        width = int(self.id_encoder.body[0].in_features)  # type: ignore[arg-type]
         zeros = torch.zeros(1, width, device=self.device)
         taps = [torch.zeros(1, eva.grid * eva.grid + 1, eva.width, device=self.device)] * eva.num_taps
         return self.id_encoder(zeros, taps)

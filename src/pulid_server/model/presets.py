@@ -208,7 +208,7 @@ def build_tiny(device: torch.device, seed: int = 0, sizes: TinySizes = TinySizes
         text_encoder = CLIPTextModel(text_cfg).eval()
         text_encoder_2 = CLIPTextModelWithProjection(text_cfg).eval()
         pooled_dim = sizes.cross_dim - sizes.text_width
-        unet = UNet2DConditionModel(**tiny_unet_config(sizes.cross_dim, pooled_dim)).eval()
+        unet = UNet2DConditionModel(**tiny_unet_config(sizes.cross_dim, pooled_dim)).eval()  # type: ignore[attr-defined]
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
@@ -221,7 +221,7 @@ def build_tiny(device: torch.device, seed: int = 0, sizes: TinySizes = TinySizes
             sample_size=64,
             scaling_factor=0.13025,
             force_upcast=True,
-        ).eval()
+        ).eval()  # type: ignore[attr-defined]
         eva = EVAVisionTransformer(sizes.eva).eval()
         torch.nn.init.normal_(eva.pos_embed, std=0.02)
         torch.nn.init.normal_(eva.cls_token, std=0.02)
@@ -318,8 +318,8 @@ def build_official(weights_dir: Path | None, device: torch.device) -> PulidPipel
     return PulidPipeline(
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
-        text_encoder=text_encoder.to(device).eval(),
-        text_encoder_2=text_encoder_2.to(device).eval(),
+        text_encoder=text_encoder.to(device).eval(),  # type: ignore[arg-type]
+        text_encoder_2=text_encoder_2.to(device).eval(),  # type: ignore[arg-type]
         unet=unet,
         vae=vae.to(device).eval(),
         scheduler_config=scheduler_config,

@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
-def _model(nodes: list, inputs: list, outputs: list, inits: list) -> bytes:
+def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[Any]) -> bytes:
     import onnx
     from onnx import helper
 

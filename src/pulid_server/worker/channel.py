@@ -44,12 +44,19 @@ class JobChannel:
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + self._every
-        while True:
-            try:
-                first = self._lines.get(timeout=max(0.0, next_beat - time.monotonic()))
+        stop = False
+        while not stop:
+            batch: list[tuple[str, str]] = []
+            try:  # wait for a line (or the next beat), then take everything queued behind it
+                item = self._lines.get(timeout=max(0.0, next_beat - time.monotonic()))
+                while True:
+                    if item is None:
+                        stop = True
+                    else:
+                        batch.append(item)
+                    item = self._lines.get_nowait()
             except queue.Empty:
-                first = ()  # type: ignore[assignment]
-            batch, stop = self._drain(first)
+                pass
             try:
                 if batch and self._store.append_logs(self._job_id, batch):
                     self._cancelled.set()
@@ -58,15 +65,3 @@ class JobChannel:
                     self._store.heartbeat(self._job_id, self._worker_id, self._lease)
             except Exception:  # noqa: BLE001 - a failed write or beat is retried; the lease has slack
                 log.exception("job %s: store write failed", self._job_id)
-            if stop:
-                return
-
-    def _drain(self, first: tuple[str, str] | None | tuple[()]) -> tuple[list[tuple[str, str]], bool]:
-        items = [first] if first != () else []
-        while True:
-            try:
-                items.append(self._lines.get_nowait())
-            except queue.Empty:
-                break
-        stop = None in items
-        return [item for item in items if item is not None], stop

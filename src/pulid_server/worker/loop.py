@@ -155,10 +155,10 @@ class Worker:
             return Outcome(failure=Failure("Request was cancelled", "request_cancelled", 400, {}))
         except UserInputError as exc:
             ctx.log(exc.message, "ERROR")
-            detail = [{"loc": list(exc.loc), "msg": exc.message, "type": exc.error_type}]
-            return Outcome(failure=Failure(exc.message, exc.error_type, 422, {"detail": detail}))
+            field_error = {"loc": list(exc.loc), "msg": exc.message, "type": exc.error_type}
+            return Outcome(failure=Failure(exc.message, exc.error_type, 422, {"detail": [field_error]}))
         except ValidationError as exc:
-            detail = [
+            detail: list[dict[str, Any]] = [
                 {**e, "loc": ["body", *e["loc"]]}
                 for e in exc.errors(include_url=False, include_context=False)
             ]

@@ -83,7 +83,7 @@ def _new_private_key_pem() -> str:
 
 def retry_delay(attempt: int, base: float) -> float:
     """5 s, 15 s, 45 s ... capped at 40 min: 10 attempts span about two hours (fal's schedule)."""
-    return min(base * 3 ** (attempt - 1), 2400.0)
+    return min(base * 3.0 ** (attempt - 1), 2400.0)
 
 
 class WebhookDispatcher:

@@ -199,3 +199,15 @@ def test_webhook_retries_survive_a_restart(fresh_server: Server) -> None:
         assert all(sub["request_id"].encode() in body for _, body in receiver.calls)
     finally:
         receiver.close()
+
+
+def test_submit_wakes_an_idle_supervised_worker(fresh_server: Server) -> None:
+    # With a 60 s idle poll, only the doorbell pipe can get this job started within the test's bounds.
+    fresh_server.env = {"PULID_POLL_SECONDS": "60"}
+    srv = fresh_server.start()
+    time.sleep(1.5)  # past the worker's fast-poll window after start-up
+    with srv.client() as c:
+        for _ in range(2):
+            sub = c.post("/queue/test/echo", json={}).json()
+            wait_completed(c, sub["status_url"], timeout=20)
+            time.sleep(1.5)

@@ -76,7 +76,7 @@ class ParentDoorbell:
     def ring(self) -> None:
         try:
             os.write(self.wake_write, b"!")
-        except (BlockingIOError, BrokenPipeError):  # full pipe: the worker is already awake
+        except OSError:  # full pipe (the worker is awake anyway) or a worker that just died
             pass
 
     def _read_done(self) -> None:

@@ -46,6 +46,7 @@ class Supervisor:
         self.on_done = on_done
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self.bells: list[ParentDoorbell | None] = [None] * count
+        self._bells_lock = threading.Lock()  # a closed pipe's fd number may be reused: never ring it
         self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="worker-supervisor")
@@ -56,9 +57,11 @@ class Supervisor:
         self._thread.start()
 
     def _spawn(self, i: int) -> None:
-        if self.bells[i] is not None:
-            self.bells[i].close()  # type: ignore[union-attr]
-        bell = self.bells[i] = ParentDoorbell(self.on_done)
+        bell = ParentDoorbell(self.on_done)
+        with self._bells_lock:
+            old, self.bells[i] = self.bells[i], bell
+            if old is not None:
+                old.close()
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "pulid_server.worker"],
             env={**settings_env(self.settings), **bell.child_env()},
@@ -69,9 +72,10 @@ class Supervisor:
 
     def ring(self) -> None:
         """A job was queued: wake idle workers now instead of at their next poll."""
-        for bell in self.bells:
-            if bell is not None:
-                bell.ring()
+        with self._bells_lock:
+            for bell in self.bells:
+                if bell is not None:
+                    bell.ring()
 
     def _watch(self) -> None:
         backoff = [0.0] * self.count
@@ -95,6 +99,11 @@ class Supervisor:
     def stop(self) -> None:
         """Drain: SIGTERM (finish the current job), then SIGTERM again (requeue it), then SIGKILL."""
         self._stop.set()
+        with self._bells_lock:
+            for bell in self.bells:
+                if bell is not None:
+                    bell.close()
+            self.bells = [None] * self.count
         live = [p for p in self.procs if p is not None and p.poll() is None]
         for p in live:
             p.send_signal(signal.SIGTERM)

@@ -68,6 +68,10 @@ NOTES = """\
      under a status-route load (py-spy `--gil`). SQLite (WAL) readers never wait for a lock, so the API runs
      them inline; PostgreSQL reads go through `asyncio.to_thread` (api/state.py `AppState.read`).
 - Open (measured, not fixed):
+  0. The model ratio (PuLID / plain diffusers on the tiny UNet) moved between 1.004 and 1.06 over six runs
+     on this shared 2-core machine (1.027 and 1.008 in two back-to-back runs of bench_model.py alone). On
+     the tiny UNet the ID attention is a far larger share of the work than on SDXL (~0.5 %, reference
+     pulid-model.md 7.2); a GPU run of bench/gpu_fullsize.py is the number that matters.
   1. With a client that polls every 5 ms, the 200 ms case lands around 1.05-1.06x: the client's own poll
      interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of the ~6 ms
      the service adds. Through the status stream or `/run` the goal is met.

@@ -28,8 +28,11 @@ POLL_FRACTION = 0.04
 MIN_POLL_SECONDS = 0.002
 
 
-def poll_delay(waited: float, cap: float) -> float:
-    return min(cap, max(MIN_POLL_SECONDS, POLL_FRACTION * waited))
+def poll_delay(waited: float, cap: float, pushed: bool) -> float:
+    """How long a server-side wait sleeps before re-reading the store. When this node supervises workers
+    (`pushed`), their completions wake the wait at once, so only jobs of remote workers are polled for,
+    every `cap` seconds; re-reading every few ms would cost more CPU than the requests themselves."""
+    return cap if pushed else min(cap, max(MIN_POLL_SECONDS, POLL_FRACTION * waited))
 
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -281,7 +284,8 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
             yield ": keepalive\n\n"
         if await request.is_disconnected():
             return
-        delay = poll_delay(asyncio.get_running_loop().time() - opened, STREAM_POLL_SECONDS)
+        waited = asyncio.get_running_loop().time() - opened
+        delay = poll_delay(waited, STREAM_POLL_SECONDS, state.supervisor is not None)
         await state.completions.wait(job.id, delay)
         quiet += delay
         latest: Job | None = await state.read(state.store.get, job.id, None)

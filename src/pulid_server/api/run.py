@@ -19,8 +19,9 @@ async def wait_for_completion(state: AppState, request: Request, job: Job) -> Jo
     return None if the caller goes away."""
     started = asyncio.get_running_loop().time()
     while job.status != COMPLETED:
+        waited = asyncio.get_running_loop().time() - started
         await state.completions.wait(
-            job.id, poll_delay(asyncio.get_running_loop().time() - started, MAX_POLL_SECONDS)
+            job.id, poll_delay(waited, MAX_POLL_SECONDS, state.supervisor is not None)
         )
         if await request.is_disconnected():
             await asyncio.to_thread(state.store.cancel, job.id, job.owner_key_id)

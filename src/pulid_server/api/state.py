@@ -36,5 +36,6 @@ class AppState:
         return await asyncio.to_thread(fn, *args)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    # async on purpose: FastAPI runs plain-def dependencies in its threadpool, a thread hop per request.
     return request.app.state.pulid  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ import asyncio
 import os
 import select
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 
 WAKE_FD_ENV, DONE_FD_ENV = "PULID_WAKE_FD", "PULID_DONE_FD"
@@ -94,15 +94,20 @@ class ParentDoorbell:
 class CompletionWaiters:
     """API side: coroutines waiting for a job id; woken from the doorbell threads."""
 
+    REMEMBERED = 10_000  # recently finished ids, so that a wait starting just after the news returns at once
+
     def __init__(self) -> None:
         self._events: defaultdict[str, list[asyncio.Event]] = defaultdict(list)
+        self._done: OrderedDict[str, None] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     async def wait(self, job_id: str, timeout: float) -> None:
-        """Sleep up to `timeout`, returning early if the job is announced as done."""
+        """Sleep up to `timeout`, returning early if the job is (or was just) announced as done."""
+        if job_id in self._done:
+            return
         event = asyncio.Event()
         self._events[job_id].append(event)
         try:
@@ -122,5 +127,8 @@ class CompletionWaiters:
             self._loop.call_soon_threadsafe(self._wake, job_id)
 
     def _wake(self, job_id: str) -> None:
+        self._done[job_id] = None
+        if len(self._done) > self.REMEMBERED:
+            self._done.popitem(last=False)
         for event in self._events.get(job_id, ()):
             event.set()

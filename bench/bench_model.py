@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from pulid_server.model import GenerationRequest
-from pulid_server.model.presets import build_tiny
+from pulid_server.model.sdxl import GenerationRequest
+from pulid_server.model.sdxl.presets import build_tiny
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

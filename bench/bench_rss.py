@@ -28,8 +28,8 @@ MODEL_ALONE = f"""
 import io, torch
 from PIL import Image
 from skimage import data
-from pulid_server.model import GenerationRequest
-from pulid_server.model.presets import build_tiny
+from pulid_server.model.sdxl import GenerationRequest
+from pulid_server.model.sdxl.presets import build_tiny
 torch.set_grad_enabled(False)
 pipe = build_tiny(torch.device("cpu"))
 image = Image.fromarray(data.astronaut()); buf = io.BytesIO(); image.save(buf, "PNG")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulid_server.model.families import Preset
 
 if TYPE_CHECKING:
     from pulid_server.files import BlobStore
@@ -27,8 +29,11 @@ class Settings(BaseSettings):
             (webhooks, workers); empty means links are built from each request's own host.
 
     Model:
-        model: `official` (real weights; needs `pulid weights download`), `tiny` (toy sizes, random
-            weights, runs anywhere in seconds) or `auto` (official when the weights are present).
+        model: the preset of every endpoint's model family: `official` (real weights; needs `pulid
+            weights download --family F`), `tiny` (toy sizes, random weights, runs anywhere in seconds)
+            or `auto` (official when the family's weights are present, else tiny).
+        models: presets per endpoint id that override `model`, e.g. `{"fal-ai/pulid": "official"}`
+            (as JSON in `PULID_MODELS`).
         weights_dir: folder with the official files; empty means the Hugging Face cache.
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
 
@@ -51,7 +56,8 @@ class Settings(BaseSettings):
     s3_presign_seconds: int = 0
     public_url: str = ""
 
-    model: Literal["official", "tiny", "auto"] = "auto"
+    model: Preset = "auto"
+    models: dict[str, Preset] = Field(default_factory=dict)
     weights_dir: Path | None = None
     device: str = "auto"
 
@@ -74,6 +80,9 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = 5.0
 
     extra_endpoints: list[str] = Field(default_factory=list)
+
+    def preset_for(self, endpoint_id: str) -> Preset:
+        return self.models.get(endpoint_id, self.model)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from pulid_server.model.pipeline import PulidPipeline
-from pulid_server.model.presets import build_tiny
+from pulid_server.model.sdxl.pipeline import PulidPipeline
+from pulid_server.model.sdxl.presets import build_tiny
 
 
 def as_ref(array: np.ndarray) -> tuple[bytes, Image.Image]:

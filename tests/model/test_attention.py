@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from pulid_server.model.attention import IDAttnProcessor, IDContext
+from pulid_server.model.sdxl.attention import IDAttnProcessor, IDContext
 
 
 def setup(seed: int = 0) -> tuple[Attention, IDAttnProcessor, torch.Tensor, torch.Tensor]:

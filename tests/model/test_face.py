@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 from torch import nn
 
-from pulid_server.model.face import (
+from pulid_server.model.common.face import (
     ARCFACE_TEMPLATE,
     ArcFaceRecognizer,
     CascadeFaceDetector,
@@ -20,8 +20,8 @@ from pulid_server.model.face import (
     similarity,
     warp_affine,
 )
-from pulid_server.model.pipeline import PulidPipeline
-from pulid_server.model.tiny_onnx import tiny_arcface, tiny_scrfd
+from pulid_server.model.common.tiny_onnx import tiny_arcface, tiny_scrfd
+from pulid_server.model.sdxl.pipeline import PulidPipeline
 
 CPU = torch.device("cpu")
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pulid_server.config import Settings
-from pulid_server.model import GenerationRequest, NoFaceError, WeightsMissingError, load_pipeline
-from pulid_server.model.pipeline import PulidPipeline
+from pulid_server.model import NoFaceError, WeightsMissingError, get_family
+from pulid_server.model.sdxl import GenerationRequest
+from pulid_server.model.sdxl.pipeline import PulidPipeline
 
 Ref = tuple[bytes, Image.Image]
 
@@ -44,7 +44,7 @@ def png(image: Image.Image) -> bytes:
 
 
 def test_load_pipeline_tiny_astronaut_end_to_end(astronaut: Ref) -> None:
-    pipe = load_pipeline(Settings(model="tiny", device="cpu"))
+    pipe = get_family("sdxl").load("tiny", "cpu", None)
     steps: list[tuple[int, int]] = []
     logs: list[str] = []
     images = pipe.generate(
@@ -57,7 +57,7 @@ def test_load_pipeline_tiny_astronaut_end_to_end(astronaut: Ref) -> None:
 
 
 def test_same_seed_same_bytes_across_loads(tiny: PulidPipeline, astronaut: Ref) -> None:
-    other = load_pipeline(Settings(model="tiny", device="cpu"))
+    other = get_family("sdxl").load("tiny", "cpu", None)
     a = [png(im) for im in tiny.generate(request([astronaut], seed=3))]
     b = [png(im) for im in other.generate(request([astronaut], seed=3))]
     c = [png(im) for im in tiny.generate(request([astronaut], seed=4))]
@@ -160,7 +160,7 @@ def test_on_step_raising_stops_at_that_step(tiny: PulidPipeline, astronaut: Ref)
 
 
 def test_id_cache_hit_skips_face_analysis_and_encoder(astronaut: Ref) -> None:
-    pipe = load_pipeline(Settings(model="tiny", device="cpu"))
+    pipe = get_family("sdxl").load("tiny", "cpu", None)
     logs: list[str] = []
     pipe.generate(request([astronaut], prompt="first"), log=logs.append)
     assert (pipe.stats.face_analyses, pipe.stats.id_encodes, pipe.stats.id_cache_hits) == (1, 1, 0)
@@ -207,14 +207,14 @@ def test_auto_falls_back_to_tiny_and_says_how_to_download(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="pulid_server.model"):
-        pipe = load_pipeline(Settings(model="auto", weights_dir=tmp_path, device="cpu"))
+        pipe = get_family("sdxl").load("auto", "cpu", tmp_path)
     assert pipe.preset == "tiny"
     assert "pulid weights download" in caplog.text
 
 
 def test_official_without_weights_lists_files(tmp_path: Path) -> None:
     with pytest.raises(WeightsMissingError) as err:
-        load_pipeline(Settings(model="official", weights_dir=tmp_path, device="cpu"))
+        get_family("sdxl").load("official", "cpu", tmp_path)
     text = str(err.value)
     assert "pulid_v1.bin" in text and "sdxl_lightning_4step_unet.safetensors" in text
     assert "glintr100.onnx" in text and "parsing_bisenet.pth" in text

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from pulid_server.model import WeightsMismatchError
-from pulid_server.model.attention import install_id_processors
-from pulid_server.model.eva_clip import EvaConfig, EVAVisionTransformer
-from pulid_server.model.face_nets import BiSeNet, RetinaFace
-from pulid_server.model.id_encoder import IDEncoder
-from pulid_server.model.weights import check_state_dict, load_strict, read_checkpoint, sub_dict
+from pulid_server.model.common.eva_clip import EvaConfig, EVAVisionTransformer
+from pulid_server.model.common.face_nets import BiSeNet, RetinaFace
+from pulid_server.model.common.weights import check_state_dict, load_strict, read_checkpoint, sub_dict
+from pulid_server.model.sdxl.attention import install_id_processors
+from pulid_server.model.sdxl.id_encoder import IDEncoder
 
 Shapes = dict[str, tuple[int, ...]]
 

@@ -59,3 +59,4 @@ class Endpoint:
     output_model: type[BaseModel]
     load_runner: Callable[[Settings], Runner]  # called once in the worker process
     title: str = ""
+    family: str = ""  # the model family it loads (pulid_server.model.FAMILIES), "" for none

@@ -20,6 +20,7 @@ DEFAULT_NEGATIVE_PROMPT = (
     "low resolution, partially rendered objects,  deformed or partially rendered eyes, "
     "deformed, deformed eyeballs, cross-eyed,blurry"
 )
+ENDPOINT_ID = "fal-ai/pulid"
 MAX_SEED = 2**63 - 1
 MIN_SIDE, MAX_SIDE = 64, 2048
 
@@ -116,9 +117,12 @@ class PulidOutput(BaseModel):
 
 def load_runner(settings: Settings) -> Any:
     """Load the PuLID pipeline once (in the worker process) and return the per-job runner."""
-    from pulid_server.model import GenerationRequest, NoFaceError, load_pipeline
+    from pulid_server.model import NoFaceError, get_family
+    from pulid_server.model.sdxl import GenerationRequest
 
-    pipeline = load_pipeline(settings)
+    pipeline = get_family("sdxl").load(
+        settings.preset_for(ENDPOINT_ID), settings.device, settings.weights_dir
+    )
 
     def run(inputs: PulidInput, ctx: JobContext) -> PulidOutput:
         refs = [
@@ -154,10 +158,11 @@ def load_runner(settings: Settings) -> Any:
 
 ENDPOINT = register(
     Endpoint(
-        id="fal-ai/pulid",
+        id=ENDPOINT_ID,
         input_model=PulidInput,
         output_model=PulidOutput,
         load_runner=load_runner,
         title="PuLID: identity-preserving generation (SDXL-Lightning, 4 steps)",
+        family="sdxl",
     )
 )

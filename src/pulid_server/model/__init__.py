@@ -1,36 +1,19 @@
-"""PuLID v1 (SDXL-Lightning), weight-compatible with the official release.
+"""PuLID model families, weight-compatible with the official releases (one folder a family, as diffusers).
 
-Importing this package is cheap (no torch, no diffusers); `load_pipeline` pulls them in.
+Importing this package is cheap (no torch, no diffusers); `get_family(name).load(...)` pulls them in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pulid_server.model.request import (
-    GenerationRequest,
-    NoFaceError,
-    PipelineStats,
-    WeightsMismatchError,
-    WeightsMissingError,
-)
-
-if TYPE_CHECKING:
-    from pulid_server.config import Settings
-    from pulid_server.model.pipeline import PulidPipeline
+from pulid_server.model.errors import NoFaceError, WeightsMismatchError, WeightsMissingError
+from pulid_server.model.families import FAMILIES, Family, Preset, get_family
 
 __all__ = [
-    "GenerationRequest",
+    "FAMILIES",
+    "Family",
     "NoFaceError",
-    "PipelineStats",
+    "Preset",
     "WeightsMismatchError",
     "WeightsMissingError",
-    "load_pipeline",
+    "get_family",
 ]
-
-
-def load_pipeline(settings: Settings) -> PulidPipeline:
-    """Build the pipeline named by `settings.model` on `settings.device`, once; keep it warm."""
-    from pulid_server.model.presets import load_pipeline as _load
-
-    return _load(settings)

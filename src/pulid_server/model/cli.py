@@ -1,4 +1,4 @@
-"""`pulid weights ...`: fetch and check the official files (mounted by the main CLI)."""
+"""`pulid weights ...`: fetch and check the official files of a model family (mounted by the main CLI)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ from typing import Annotated
 
 import typer
 
-weights_app = typer.Typer(help="Official PuLID weight files: download and check.", no_args_is_help=True)
+from pulid_server.model.families import FAMILIES, Family
+
+weights_app = typer.Typer(
+    help="Official weight files of each model family (sdxl: fal-ai/pulid): download and check.",
+    no_args_is_help=True,
+)
 
 DirOption = Annotated[
     Path | None,
     typer.Option("--dir", help="Weights folder (default: PULID_WEIGHTS_DIR, else the Hugging Face cache)."),
+]
+FamilyOption = Annotated[
+    str,
+    typer.Option("--family", help=f"Model family: {', '.join(FAMILIES)}, or 'all'.", show_default=True),
 ]
 
 
@@ -23,36 +32,50 @@ def _dir(value: Path | None) -> Path | None:
     return Settings().weights_dir
 
 
+def _families(name: str) -> list[Family]:
+    if name == "all":
+        return list(FAMILIES.values())
+    if name not in FAMILIES:
+        raise typer.BadParameter(f"unknown family {name!r}; choose {', '.join(FAMILIES)} or 'all'")
+    return [FAMILIES[name]]
+
+
 @weights_app.command("download")
-def download(dir: DirOption = None) -> None:
-    """Download every missing official file (resumes partial downloads)."""
-    from pulid_server.model.weights import download_all, verify
+def download(family: FamilyOption = "sdxl", dir: DirOption = None) -> None:
+    """Download every missing official file of the family (resumes partial downloads)."""
+    from pulid_server.model.common.weights import download_all, verify
 
     target = _dir(dir)
-    try:
-        download_all(target, log=typer.echo)
-    except Exception as exc:  # network, auth, disk: say what failed, keep the partial files
-        typer.echo(f"download failed: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    problems = verify(target)
-    for p in problems:
-        typer.echo(p, err=True)
-    if problems:
-        raise typer.Exit(1)
-    typer.echo("all official weight files present")
+    for fam in _families(family):
+        try:
+            download_all(fam.files(), target, log=typer.echo)
+        except Exception as exc:  # network, auth, disk: say what failed, keep the partial files
+            typer.echo(f"download failed: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        problems = verify(fam.files(), target)
+        for p in problems:
+            typer.echo(p, err=True)
+        if problems:
+            raise typer.Exit(1)
+        typer.echo(f"{fam.name}: all official weight files present")
 
 
 @weights_app.command("check")
-def check(dir: DirOption = None) -> None:
-    """List missing or corrupt official files; exit 1 if any."""
-    from pulid_server.model.weights import DOWNLOAD_HINT, OFFICIAL_FILES, local_path, verify
+def check(family: FamilyOption = "sdxl", dir: DirOption = None) -> None:
+    """List missing or corrupt official files of the family; exit 1 if any."""
+    from pulid_server.model.common.weights import download_hint, local_path, verify
 
     target = _dir(dir)
-    for f in OFFICIAL_FILES:
-        path = local_path(f, target)
-        typer.echo(f"{'ok     ' if path else 'MISSING'} {f.display}" + (f"  {path}" if path else ""))
-    problems = verify(target)
-    if problems:
-        typer.echo(f"{len(problems)} problem(s); to fix, {DOWNLOAD_HINT}", err=True)
+    failed = False
+    for fam in _families(family):
+        for f in fam.files():
+            path = local_path(f, target)
+            typer.echo(f"{'ok     ' if path else 'MISSING'} {f.display}" + (f"  {path}" if path else ""))
+        problems = verify(fam.files(), target)
+        if problems:
+            failed = True
+            typer.echo(f"{fam.name}: {len(problems)} problem(s); to fix, {download_hint(fam.name)}", err=True)
+        else:
+            typer.echo(f"{fam.name}: all official weight files present")
+    if failed:
         raise typer.Exit(1)
-    typer.echo("all official weight files present")

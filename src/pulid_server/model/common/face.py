@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pulid_server.model.eva_clip import EVAVisionTransformer
-from pulid_server.model.face_nets import RETINA_MEAN_BGR, BiSeNet, RetinaFace, retina_decode
+from pulid_server.model.common.eva_clip import EVAVisionTransformer
+from pulid_server.model.common.face_nets import RETINA_MEAN_BGR, BiSeNet, RetinaFace, retina_decode
 
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],

@@ -1,25 +1,24 @@
-"""The official weight files: where they live, how to fetch them, and strict loading.
+"""Weight files: where they live, how to fetch and check them, and strict loading. No torch at import.
 
-One table (`OFFICIAL_FILES`). Hugging Face files go through huggingface_hub (progress bars, resume,
-`HF_HUB_OFFLINE`); the two facexlib files are GitHub release assets fetched with httpx (progress, resume
-with a Range request). With `weights_dir` set, files are laid out as `{weights_dir}/{repo}/{filename}`
-(facexlib: `{weights_dir}/facexlib/{filename}`); without it, the Hugging Face cache is used.
+Each model family owns a table of `WeightFile`s (`sdxl/files.py`, `flux/files.py`); the face and EVA-CLIP
+files every family shares are `FACE_FILES` below. Hugging Face files go through huggingface_hub (progress
+bars, resume, `HF_HUB_OFFLINE`); the two facexlib files are GitHub release assets fetched with httpx
+(progress, resume with a Range request). With `weights_dir` set, files are laid out as
+`{weights_dir}/{repo}/{filename}` (facexlib: `{weights_dir}/facexlib/{filename}`); without it, the Hugging
+Face cache is used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pulid_server.model.request import WeightsMismatchError, WeightsMissingError
+from pulid_server.model.errors import WeightsMismatchError, WeightsMissingError
 
-SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
-LIGHTNING = "ByteDance/SDXL-Lightning"
-PULID = "guozinan/PuLID"
 EVA_CLIP = "QuanSun/EVA-CLIP"
 ANTELOPE = "DIAMONIK7777/antelopev2"
 FACEXLIB = "facexlib"  # GitHub releases, not a Hugging Face repo
@@ -41,15 +40,10 @@ class WeightFile:
         return f"{self.repo}/{self.filename} ({self.approx_size})"
 
 
-def _sdxl(key: str, filename: str, approx: str) -> WeightFile:
-    return WeightFile(key, SDXL_BASE, filename, approx)
+Files = Sequence[WeightFile]
 
-
-_TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json")
-
-OFFICIAL_FILES: tuple[WeightFile, ...] = (
-    WeightFile("unet", LIGHTNING, "sdxl_lightning_4step_unet.safetensors", "5.14 GB"),
-    WeightFile("pulid", PULID, "pulid_v1.bin", "1.58 GB"),
+# Face analysis and EVA02-CLIP-L-336: the same files for PuLID v1 and PuLID-FLUX.
+FACE_FILES: tuple[WeightFile, ...] = (
     WeightFile("eva_clip", EVA_CLIP, "EVA02_CLIP_L_336_psz14_s6B.pt", "856 MB"),
     WeightFile("scrfd", ANTELOPE, "scrfd_10g_bnkps.onnx", "16.9 MB"),
     WeightFile("glintr100", ANTELOPE, "glintr100.onnx", "261 MB"),
@@ -67,19 +61,11 @@ OFFICIAL_FILES: tuple[WeightFile, ...] = (
         "53 MB",
         url="https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
     ),
-    _sdxl("unet_config", "unet/config.json", "2 kB"),
-    _sdxl("scheduler_config", "scheduler/scheduler_config.json", "1 kB"),
-    _sdxl("text_encoder_config", "text_encoder/config.json", "1 kB"),
-    _sdxl("text_encoder", "text_encoder/model.fp16.safetensors", "246 MB"),
-    _sdxl("text_encoder_2_config", "text_encoder_2/config.json", "1 kB"),
-    _sdxl("text_encoder_2", "text_encoder_2/model.fp16.safetensors", "1.39 GB"),
-    _sdxl("vae_config", "vae/config.json", "1 kB"),
-    _sdxl("vae", "vae/diffusion_pytorch_model.fp16.safetensors", "167 MB"),
-    *(_sdxl(f"tokenizer/{n}", f"tokenizer/{n}", "1 MB") for n in _TOKENIZER_FILES),
-    *(_sdxl(f"tokenizer_2/{n}", f"tokenizer_2/{n}", "1 MB") for n in _TOKENIZER_FILES),
 )
-FILES_BY_KEY = {f.key: f for f in OFFICIAL_FILES}
-DOWNLOAD_HINT = "run `pulid weights download` (add --dir DIR to match PULID_WEIGHTS_DIR)"
+
+
+def download_hint(family: str) -> str:
+    return f"run `pulid weights download --family {family}` (add --dir DIR to match PULID_WEIGHTS_DIR)"
 
 
 def facexlib_default_dir() -> Path:
@@ -103,25 +89,26 @@ def local_path(f: WeightFile, weights_dir: Path | None) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def missing_files(weights_dir: Path | None) -> list[WeightFile]:
-    return [f for f in OFFICIAL_FILES if local_path(f, weights_dir) is None]
+def missing_files(files: Files, weights_dir: Path | None) -> list[WeightFile]:
+    return [f for f in files if local_path(f, weights_dir) is None]
 
 
-def resolve_all(weights_dir: Path | None) -> dict[str, Path]:
-    """key -> local path for every official file; WeightsMissingError listing what is absent."""
-    missing = missing_files(weights_dir)
+def resolve_all(files: Files, weights_dir: Path | None, family: str) -> dict[str, Path]:
+    """key -> local path for every file of the table; WeightsMissingError listing what is absent."""
+    missing = missing_files(files, weights_dir)
     if missing:
         where = str(weights_dir) if weights_dir is not None else "the Hugging Face cache"
         lines = "\n".join(f"  - {f.display}" for f in missing)
         raise WeightsMissingError(
-            f"{len(missing)} official weight file(s) missing from {where}:\n{lines}\nTo fetch them, {DOWNLOAD_HINT}."
+            f"{len(missing)} official weight file(s) missing from {where}:\n{lines}\n"
+            f"To fetch them, {download_hint(family)}."
         )
-    return {f.key: p for f in OFFICIAL_FILES if (p := local_path(f, weights_dir)) is not None}
+    return {f.key: p for f in files if (p := local_path(f, weights_dir)) is not None}
 
 
-def download_all(weights_dir: Path | None, log: Any = print) -> dict[str, Path]:
-    """Fetch every missing official file (resumable). Returns key -> path."""
-    for f in OFFICIAL_FILES:
+def download_all(files: Files, weights_dir: Path | None, log: Any = print) -> None:
+    """Fetch every missing file of the table (resumable)."""
+    for f in files:
         if local_path(f, weights_dir) is not None:
             continue
         log(f"downloading {f.display}")
@@ -133,7 +120,6 @@ def download_all(weights_dir: Path | None, log: Any = print) -> dict[str, Path]:
 
             local_dir = str(weights_dir / f.repo) if weights_dir is not None else None
             hf_hub_download(f.repo, f.filename, revision=f.revision, local_dir=local_dir)
-    return resolve_all(weights_dir)
 
 
 def _download_url(url: str, dest: Path) -> None:
@@ -179,10 +165,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(weights_dir: Path | None) -> list[str]:
+def verify(files: Files, weights_dir: Path | None) -> list[str]:
     """Problems found (missing files, size or sha256 mismatches where the table knows them)."""
     problems = []
-    for f in OFFICIAL_FILES:
+    for f in files:
         path = local_path(f, weights_dir)
         if path is None:
             problems.append(f"missing: {f.display}")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 
-from pulid_server.model.request import Mode
+from pulid_server.model.sdxl.request import Mode
 
 
 @dataclass(frozen=True)

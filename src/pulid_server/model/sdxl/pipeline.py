@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pulid_server.model.attention import MODES, IDContext
-from pulid_server.model.face import FaceFeatures
-from pulid_server.model.id_encoder import IDEncoder
-from pulid_server.model.request import GenerationRequest, NoFaceError, PipelineStats
+from pulid_server.model.common.face import FaceFeatures
+from pulid_server.model.errors import NoFaceError
+from pulid_server.model.sdxl.attention import MODES, IDContext
+from pulid_server.model.sdxl.id_encoder import IDEncoder
+from pulid_server.model.sdxl.request import GenerationRequest, PipelineStats
 
 StepCallback = Callable[[int, int], None]
 LogCallback = Callable[[str], None]

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from pulid_server.model.attention import install_id_processors
-from pulid_server.model.eva_clip import EvaConfig, EVAVisionTransformer
-from pulid_server.model.face import (
+from pulid_server.model.common.device import place
+from pulid_server.model.common.eva_clip import EvaConfig, EVAVisionTransformer
+from pulid_server.model.common.face import (
     ArcFaceRecognizer,
     CascadeFaceDetector,
     FaceFeatures,
@@ -32,23 +31,23 @@ from pulid_server.model.face import (
     ScrfdDetector,
     onnx_session,
 )
-from pulid_server.model.face_nets import BiSeNet, RetinaFace
-from pulid_server.model.id_encoder import IDEncoder
-from pulid_server.model.pipeline import PulidPipeline
-from pulid_server.model.request import WeightsMissingError
-from pulid_server.model.weights import (
-    DOWNLOAD_HINT,
+from pulid_server.model.common.face_nets import BiSeNet, RetinaFace
+from pulid_server.model.common.tiny_text import tiny_tokenizer
+from pulid_server.model.common.weights import (
+    download_hint,
     load_strict,
     missing_files,
     read_checkpoint,
     resolve_all,
     sub_dict,
 )
+from pulid_server.model.families import Preset
+from pulid_server.model.sdxl.attention import install_id_processors
+from pulid_server.model.sdxl.files import SDXL_FILES
+from pulid_server.model.sdxl.id_encoder import IDEncoder
+from pulid_server.model.sdxl.pipeline import PulidPipeline
 
-if TYPE_CHECKING:
-    from pulid_server.config import Settings
-
-log = logging.getLogger("pulid_server.model")
+log = logging.getLogger("pulid_server.model.sdxl")
 
 # stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json (EulerDiscrete); PuLID builds
 # its DPM-Solver++ from this config. The official preset reads the file itself.
@@ -70,39 +69,21 @@ SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
-def load_pipeline(settings: Settings) -> PulidPipeline:
-    device = resolve_device(settings.device)
-    choice = settings.model
-    if choice == "auto":
-        missing = missing_files(settings.weights_dir)
+def load(preset: Preset, device: torch.device, weights_dir: Path | None) -> PulidPipeline:
+    """The pipeline for `preset`; `auto` is official when every file is present, else tiny (with a warning)."""
+    if preset == "auto":
+        missing = missing_files(SDXL_FILES, weights_dir)
         if missing:
             log.warning(
-                "official PuLID weights not found (%d file(s) missing); using the tiny preset, whose images "
-                "are noise. To serve real images, %s.",
+                "official PuLID (SDXL) weights not found (%d file(s) missing); using the tiny preset, whose "
+                "images are noise. To serve real images, %s.",
                 len(missing),
-                DOWNLOAD_HINT,
+                download_hint("sdxl"),
             )
-            choice = "tiny"
-        else:
-            choice = "official"
-    if choice == "tiny":
+        preset = "tiny" if missing else "official"
+    if preset == "tiny":
         return build_tiny(device)
-    return build_official(settings.weights_dir, device)
-
-
-def place(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Move, then cast with .half(): diffusers logs a warning on every `.to(dtype)` of a model."""
-    module.to(device)
-    return module.half() if dtype == torch.float16 else module
+    return build_official(weights_dir, device)
 
 
 # ---------------------------------------------------------------- tiny
@@ -125,41 +106,6 @@ class TinySizes:
     )
     face_size: int = 64
     parser_width: int = 8
-
-
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP byte-level alphabet."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
-
-
-def tiny_tokenizer() -> Any:
-    from transformers import CLIPTokenizer
-
-    chars = _bytes_to_unicode()
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
-    merges = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("o", "n</w>"), ("e", "r")]
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        merges_text = "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n"
-        (Path(tmp) / "merges.txt").write_text(merges_text, encoding="utf-8")
-        return CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
 
 
 def tiny_unet_config(cross_dim: int, pooled_dim: int) -> dict[str, Any]:
@@ -187,7 +133,7 @@ def build_tiny(device: torch.device, seed: int = 0, sizes: TinySizes = TinySizes
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from pulid_server.model.tiny_onnx import tiny_arcface
+    from pulid_server.model.common.tiny_onnx import tiny_arcface
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer = tiny_tokenizer()
@@ -269,7 +215,7 @@ def build_official(weights_dir: Path | None, device: torch.device) -> PulidPipel
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    files = resolve_all(weights_dir)
+    files = resolve_all(SDXL_FILES, weights_dir, "sdxl")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     folder = {k: files[f"{k}_config"].parent for k in ("unet", "text_encoder", "text_encoder_2", "vae")}
     tokenizer = CLIPTokenizer.from_pretrained(files["tokenizer/vocab.json"].parent)
@@ -332,4 +278,4 @@ def build_official(weights_dir: Path | None, device: torch.device) -> PulidPipel
     )
 
 
-__all__ = ["WeightsMissingError", "build_official", "build_tiny", "load_pipeline", "resolve_device"]
+__all__ = ["build_official", "build_tiny", "load"]

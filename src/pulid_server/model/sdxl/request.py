@@ -1,4 +1,4 @@
-"""What the service hands the model, and the one error it must tell users about. No torch here."""
+"""What the service hands the SDXL pipeline, and the counters it keeps. No torch here."""
 
 from __future__ import annotations
 
@@ -27,24 +27,6 @@ class GenerationRequest:
     id_scale: float = 0.8
     mode: Mode = "fidelity"
     id_mix: bool = False
-
-
-class NoFaceError(ValueError):
-    """No usable face in `reference_images[index]`."""
-
-    def __init__(self, index: int, message: str = "") -> None:
-        self.index = index
-        self.detail = message
-        text = f"no face found in reference_images[{index}]"
-        super().__init__(f"{text}: {message}" if message else text)
-
-
-class WeightsMissingError(RuntimeError):
-    """Official weight files are not on disk; the message lists them and says how to fetch them."""
-
-
-class WeightsMismatchError(RuntimeError):
-    """A state dict does not match the model: names the file and the first mismatching keys/shapes."""
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""Model families: each owns its weight-file table, its presets and a `load(preset, device, weights_dir)`.
+
+A family is named here by import paths only, so listing families or their files never imports torch;
+`Family.load` imports the family's code in the worker process that serves it, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pulid_server.model.common.weights import WeightFile
+
+# official: the released weights, unchanged (download them first); tiny: the same classes at toy size with
+# seeded random weights (images are noise, runs anywhere in seconds); auto: official when every file is
+# present, else tiny with a warning.
+Preset = Literal["official", "tiny", "auto"]
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    files_ref: str  # "module:ATTR" of its tuple of WeightFile
+    load_ref: str  # "module:function" taking (preset, device, weights_dir)
+
+    def files(self) -> tuple[WeightFile, ...]:
+        files: tuple[WeightFile, ...] = _resolve(self.files_ref)
+        return files
+
+    def load(self, preset: Preset, device: str, weights_dir: Path | None) -> Any:
+        """Build the family's pipeline for `preset` on `device` (`auto`, `cpu`, `cuda:N`), once per process."""
+        from pulid_server.model.common.device import resolve_device
+
+        return _resolve(self.load_ref)(preset, resolve_device(device), weights_dir)
+
+
+FAMILIES: dict[str, Family] = {
+    "sdxl": Family(
+        "sdxl",
+        "PuLID v1 on SDXL-Lightning (fal-ai/pulid)",
+        "pulid_server.model.sdxl.files:SDXL_FILES",
+        "pulid_server.model.sdxl.presets:load",
+    ),
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None

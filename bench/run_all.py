@@ -63,7 +63,7 @@ NOTES = """\
   3. Each denoising step waited ~1 ms for its log write and cancel read. A per-job side thread now writes
      log lines and heartbeats, and returns the cancel flag with each write (worker/channel.py).
   4. An idle webhook poll took SQLite's write lock every 200 ms and stalled worker writes; it reads first
-     now (store/jobs.py `claim_webhook`).
+     now (store/outbox.py `claim_webhook`).
   5. Store reads in the API went through Starlette's `run_in_threadpool`, ~28 % of the API process's CPU
      under a status-route load (py-spy `--gil`). SQLite (WAL) readers never wait for a lock, so the API runs
      them inline; PostgreSQL reads go through `asyncio.to_thread` (api/state.py `AppState.read`).

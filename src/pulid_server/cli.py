@@ -6,13 +6,16 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pulid_server.client.cli import register_commands
 from pulid_server.config import Settings
 from pulid_server.model.cli import weights_app
+
+if TYPE_CHECKING:
+    from pulid_server.store import JobStore
 
 app = typer.Typer(help="pulid-server: self-hosted PuLID behind fal's queue API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -128,7 +131,7 @@ def keys_create(
 ) -> None:
     """Create a key and print it (`key_id:secret`) as the only line of stdout. It is shown once."""
     store = _store(data_dir, database_url)
-    typer.echo(store.create_key(name))
+    typer.echo(store.keys.create_key(name))
 
 
 @keys_app.command("list")
@@ -138,7 +141,7 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     from rich.table import Table
 
     table = Table("key id", "name", "created", "revoked")
-    for k in _store(data_dir, database_url).list_keys():
+    for k in _store(data_dir, database_url).keys.list_keys():
         from datetime import UTC, datetime
 
         created = datetime.fromtimestamp(k["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
@@ -149,18 +152,18 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Revoke a key: requests with it fail with 401 at once."""
-    if not _store(data_dir, database_url).revoke_key(key_id.partition(":")[0]):
+    if not _store(data_dir, database_url).keys.revoke_key(key_id.partition(":")[0]):
         typer.echo(f"no active key {key_id!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id.partition(':')[0]}", err=True)
 
 
-def _store(data_dir: Path | None, database_url: str | None) -> Any:
-    from pulid_server.store import JobStore
+def _store(data_dir: Path | None, database_url: str | None) -> JobStore:
+    from pulid_server.store import open_job_store
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return JobStore(settings.resolved_database_url())
+    return open_job_store(settings.resolved_database_url())
 
 
 app.add_typer(weights_app, name="weights", help="Download and check the official model weights.")

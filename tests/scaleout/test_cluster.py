@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from pulid_server.store import COMPLETED, IN_PROGRESS, JobStore
+from pulid_server.store import COMPLETED, IN_PROGRESS, JobStore, open_job_store
 from tests.pg import S3_ENV, PostgresServer, S3Server
 from tests.scaleout.cluster import Cluster, ClusterConfig
 from tests.servers import wait_completed
@@ -49,7 +49,7 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def store(cluster: Cluster) -> Iterator[JobStore]:
-    s = JobStore(cluster.config.database_url)
+    s = open_job_store(cluster.config.database_url)
     yield s
     s.close()
 
@@ -158,7 +158,7 @@ def _watch_positions_while_draining(watched: list[dict[str, Any]], client: httpx
 def _wait_all_done(store: JobStore, ids: list[str], timeout: float = 150.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        open_ = [i for i in ids if (job := store.get(i)) is None or job.status != COMPLETED]
+        open_ = [i for i in ids if (job := store.queue.get(i)) is None or job.status != COMPLETED]
         if not open_:
             return
         time.sleep(0.2)
@@ -168,7 +168,7 @@ def _wait_all_done(store: JobStore, ids: list[str], timeout: float = 150.0) -> N
 def _check_rows_ran_once(store: JobStore, submitted: list[dict[str, Any]], pids: set[int]) -> dict[int, int]:
     ran_on: dict[int, int] = {}
     for s in submitted:
-        job = store.get(s["request_id"])
+        job = store.queue.get(s["request_id"])
         assert job is not None
         assert (job.status, job.error, job.attempts) == (COMPLETED, None, 1), job
         pid = int((job.worker_id or "").split("-")[-2])
@@ -177,7 +177,7 @@ def _check_rows_ran_once(store: JobStore, submitted: list[dict[str, Any]], pids:
         if s["i"] >= IMAGE_JOBS:
             out = json.loads(job.output_json or "null")
             assert out == {"value": f"v{s['i']}", "worker_pid": pid}
-            assert [line.message for line in store.logs(job.id)] == ["step 1/1"]  # one run, one step
+            assert [line.message for line in store.queue.logs(job.id)] == ["step 1/1"]  # one run, one step
     return ran_on
 
 
@@ -224,7 +224,7 @@ def _kill_mid_job(cluster: Cluster, store: JobStore, client: httpx.Client, other
     killed_at = time.monotonic()
 
     body = wait_completed(other, status_url.replace(cluster.apis[0].url, cluster.apis[1].url), timeout=60)
-    job = store.get(job_id)
+    job = store.queue.get(job_id)
     assert job is not None and (job.error, job.attempts) == (None, 2), job
     result = client.get(r.json()["response_url"]).json()
     assert result["value"] == "slow" and result["worker_pid"] != victim
@@ -238,8 +238,8 @@ def _running_worker_pid(store: JobStore, job_id: str) -> int:
     """The pid of the worker running `job_id`, once it is a few steps in."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job is not None and job.status == IN_PROGRESS and len(store.logs(job_id)) >= 3:
+        job = store.queue.get(job_id)
+        if job is not None and job.status == IN_PROGRESS and len(store.queue.logs(job_id)) >= 3:
             return int((job.worker_id or "").split("-")[-2])
         time.sleep(0.02)
     raise TimeoutError("the slow job never got going")
@@ -249,7 +249,7 @@ def test_metrics_and_readiness_on_every_node(cluster: Cluster, store: JobStore) 
     if not cluster.live_workers():
         cluster.start_workers(1)
     live = len(cluster.live_workers())
-    finished = sum(1 for _ in store.finished_since((0.0, 0), time.time()))
+    finished = sum(1 for _ in store.cluster.finished_since((0.0, 0), time.time()))
     assert finished >= JOBS
     for node in cluster.apis:
         ready = (

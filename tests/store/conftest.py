@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pulid_server.store import JobStore
+from pulid_server.store import SqlJobStore
 from tests.pg import PostgresServer
 
 
@@ -27,7 +27,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[JobStore]:
-    s = JobStore(store_url)
+def store(store_url: str) -> Iterator[SqlJobStore]:
+    s = SqlJobStore(store_url)
     yield s
     s.close()

@@ -11,39 +11,40 @@ from typing import Any
 import pytest
 from sqlalchemy import event, update
 
-from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Failure, Job, JobStore, QueueFull
+from pulid_server.failures import Failure
+from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, QueueFull, SqlJobStore
 from pulid_server.store.migrate import SchemaTooNew
 from pulid_server.store.schema import SCHEMA_VERSION, server_values, workers
 
 ECHO = "test/echo"
 
 
-def submit(store: JobStore, owner: str = "k1", endpoint: str = ECHO, **kw: Any) -> Job:
-    job, created = store.submit(
+def submit(store: SqlJobStore, owner: str = "k1", endpoint: str = ECHO, **kw: Any) -> Job:
+    job, created = store.queue.submit(
         endpoint_id=endpoint, owner_key_id=owner, input_json="{}", base_url="http://x", **kw
     )
     assert created
     return job
 
 
-def fetch(store: JobStore, job: Job) -> Job:
-    got = store.get(job.id)
+def fetch(store: SqlJobStore, job: Job) -> Job:
+    got = store.queue.get(job.id)
     assert got is not None
     return got
 
 
-def drain(store: JobStore, worker: str = "w", endpoints: tuple[str, ...] = (ECHO,)) -> list[str]:
+def drain(store: SqlJobStore, worker: str = "w", endpoints: tuple[str, ...] = (ECHO,)) -> list[str]:
     order = []
     for _ in range(100):
-        job = store.claim(worker, list(endpoints), 30)
+        job = store.queue.claim(worker, list(endpoints), 30)
         if job is None:
             return order
         order.append(job.id)
-        assert store.complete(job, worker, {"ok": True})
+        assert store.queue.complete(job, worker, {"ok": True})
     raise AssertionError("queue never drained")
 
 
-def test_claims_by_priority_then_fifo(store: JobStore) -> None:
+def test_claims_by_priority_then_fifo(store: SqlJobStore) -> None:
     n0, l1, n2, l3 = submit(store), submit(store, priority=1), submit(store), submit(store, priority=1)
     other = submit(store, endpoint="test/image")
     assert drain(store) == [n0.id, n2.id, l1.id, l3.id]
@@ -53,36 +54,36 @@ def test_claims_by_priority_then_fifo(store: JobStore) -> None:
     assert job.started_at is not None and job.finished_at is not None and job.finished_at >= job.started_at
 
 
-def test_queue_positions(store: JobStore) -> None:
+def test_queue_positions(store: SqlJobStore) -> None:
     n0, l1, n2, l3 = submit(store), submit(store, priority=1), submit(store), submit(store, priority=1)
     other = submit(store, endpoint="test/image")
-    assert [store.queue_position(j) for j in (n0, n2, l1, l3)] == [0, 1, 2, 3]
-    assert store.queue_position(other) == 0  # positions count within one endpoint
-    first = store.claim("w", [ECHO], 30)
+    assert [store.queue.queue_position(j) for j in (n0, n2, l1, l3)] == [0, 1, 2, 3]
+    assert store.queue.queue_position(other) == 0  # positions count within one endpoint
+    first = store.queue.claim("w", [ECHO], 30)
     assert first is not None and first.id == n0.id
-    assert [store.queue_position(j) for j in (n2, l1, l3)] == [0, 1, 2]
+    assert [store.queue.queue_position(j) for j in (n2, l1, l3)] == [0, 1, 2]
     late = submit(store)  # a normal job jumps ahead of the queued low ones
-    assert [store.queue_position(j) for j in (n2, late, l1, l3)] == [0, 1, 2, 3]
+    assert [store.queue.queue_position(j) for j in (n2, late, l1, l3)] == [0, 1, 2, 3]
 
 
-def test_lease_expiry_requeues_then_fails_after_max_attempts(store: JobStore) -> None:
+def test_lease_expiry_requeues_then_fails_after_max_attempts(store: SqlJobStore) -> None:
     job = submit(store)
-    first = store.claim("w1", [ECHO], 0.2)
+    first = store.queue.claim("w1", [ECHO], 0.2)
     assert first is not None and first.attempts == 1
-    store.reap(max_attempts=2)
+    store.queue.reap(max_attempts=2)
     assert fetch(store, job).status == IN_PROGRESS  # lease still valid
     time.sleep(0.3)
-    store.reap(max_attempts=2)
+    store.queue.reap(max_attempts=2)
     requeued = fetch(store, job)
     assert (requeued.status, requeued.worker_id, requeued.attempts) == (IN_QUEUE, None, 1)
-    assert [line.message for line in store.logs(job.id)] == ["worker lost; requeued (attempt 1 of 2)"]
-    second = store.claim("w2", [ECHO], 0.2)
+    assert [line.message for line in store.queue.logs(job.id)] == ["worker lost; requeued (attempt 1 of 2)"]
+    second = store.queue.claim("w2", [ECHO], 0.2)
     assert second is not None and second.attempts == 2
     # The first worker is back from the dead: its lease is gone and so is its result.
-    assert not store.heartbeat(job.id, "w1", 30)
-    assert not store.complete(first, "w1", {"late": True})
+    assert not store.queue.heartbeat(job.id, "w1", 30)
+    assert not store.queue.complete(first, "w1", {"late": True})
     time.sleep(0.3)
-    store.reap(max_attempts=2)
+    store.queue.reap(max_attempts=2)
     failed = fetch(store, job)
     assert (failed.status, failed.error_type, failed.error_status, failed.attempts) == (
         COMPLETED,
@@ -90,65 +91,65 @@ def test_lease_expiry_requeues_then_fails_after_max_attempts(store: JobStore) ->
         503,
         2,
     )
-    assert store.claim("w3", [ECHO], 1) is None
+    assert store.queue.claim("w3", [ECHO], 1) is None
 
 
-def test_heartbeat_keeps_the_lease(store: JobStore) -> None:
+def test_heartbeat_keeps_the_lease(store: SqlJobStore) -> None:
     job = submit(store)
-    assert store.claim("w1", [ECHO], 0.3) is not None
+    assert store.queue.claim("w1", [ECHO], 0.3) is not None
     for _ in range(8):
         time.sleep(0.1)
-        assert store.heartbeat(job.id, "w1", 0.3)
-        store.reap(max_attempts=3)
-    assert not store.heartbeat(job.id, "other", 0.3)
+        assert store.queue.heartbeat(job.id, "w1", 0.3)
+        store.queue.reap(max_attempts=3)
+    assert not store.queue.heartbeat(job.id, "other", 0.3)
     held = fetch(store, job)
     assert (held.status, held.worker_id, held.attempts) == (IN_PROGRESS, "w1", 1)
     assert held.lease_until is not None and held.lease_until > time.time()
 
 
-def test_release_returns_the_job_without_counting_the_attempt(store: JobStore) -> None:
+def test_release_returns_the_job_without_counting_the_attempt(store: SqlJobStore) -> None:
     job = submit(store)
-    claimed = store.claim("w1", [ECHO], 30)
+    claimed = store.queue.claim("w1", [ECHO], 30)
     assert claimed is not None
-    store.release(claimed, "w1")
+    store.queue.release(claimed, "w1")
     back = fetch(store, job)
     assert (back.status, back.attempts, back.worker_id) == (IN_QUEUE, 0, None)
 
 
-def test_cancel_queued_and_running(store: JobStore) -> None:
+def test_cancel_queued_and_running(store: SqlJobStore) -> None:
     queued, running = submit(store), submit(store, priority=1)
-    assert store.cancel(queued.id, "someone-else") == "not_found"
-    assert store.cancel(queued.id, "k1") == "requested"
+    assert store.queue.cancel(queued.id, "someone-else") == "not_found"
+    assert store.queue.cancel(queued.id, "k1") == "requested"
     done = fetch(store, queued)
     assert (done.status, done.error_type, done.error_status) == (COMPLETED, "request_cancelled", 400)
-    assert store.cancel(queued.id, "k1") == "completed"
+    assert store.queue.cancel(queued.id, "k1") == "completed"
 
-    claimed = store.claim("w1", [ECHO], 0.2)
+    claimed = store.queue.claim("w1", [ECHO], 0.2)
     assert claimed is not None and claimed.id == running.id
-    assert not store.get(running.id).cancel_requested  # type: ignore[union-attr]
-    assert store.cancel(running.id, "k1") == "requested"
-    assert store.append_logs(running.id, [("step 1/4", "INFO")])  # the running job learns of it
+    assert not store.queue.get(running.id).cancel_requested  # type: ignore[union-attr]
+    assert store.queue.cancel(running.id, "k1") == "requested"
+    assert store.queue.append_logs(running.id, [("step 1/4", "INFO")])  # the running job learns of it
     assert fetch(store, running).status == IN_PROGRESS  # the worker stops it at its next step
     time.sleep(0.3)  # ... or, if the worker died, the reaper ends it as cancelled, not requeued
-    store.reap(max_attempts=3)
+    store.queue.reap(max_attempts=3)
     ended = fetch(store, running)
     assert (ended.status, ended.error_type) == (COMPLETED, "request_cancelled")
 
 
-def test_start_deadline_ends_queued_jobs_with_request_timeout(store: JobStore) -> None:
+def test_start_deadline_ends_queued_jobs_with_request_timeout(store: SqlJobStore) -> None:
     late = submit(store, start_timeout=0.1)
     patient = submit(store, start_timeout=60)
     time.sleep(0.2)
-    store.reap(max_attempts=3)
+    store.queue.reap(max_attempts=3)
     job = fetch(store, late)
     assert (job.status, job.error_type, job.error_status) == (COMPLETED, "request_timeout", 504)
-    claimed = store.claim("w", [ECHO], 30)
+    claimed = store.queue.claim("w", [ECHO], 30)
     assert claimed is not None and claimed.id == patient.id
 
 
-def test_idempotency_key(store: JobStore) -> None:
+def test_idempotency_key(store: SqlJobStore) -> None:
     job = submit(store, idempotency_key="abc")
-    again, created = store.submit(
+    again, created = store.queue.submit(
         endpoint_id=ECHO, owner_key_id="k1", input_json="{}", base_url="", idempotency_key="abc"
     )
     assert (again.id, created) == (job.id, False)
@@ -157,7 +158,7 @@ def test_idempotency_key(store: JobStore) -> None:
     with ThreadPoolExecutor(8) as pool:  # racing replays create one job
         results = list(
             pool.map(
-                lambda _: store.submit(
+                lambda _: store.queue.submit(
                     endpoint_id=ECHO, owner_key_id="k3", input_json="{}", base_url="", idempotency_key="race"
                 ),
                 range(16),
@@ -167,7 +168,7 @@ def test_idempotency_key(store: JobStore) -> None:
     assert sum(created for _, created in results) == 1
 
 
-def test_queue_caps(store: JobStore) -> None:
+def test_queue_caps(store: SqlJobStore) -> None:
     submit(store, max_queue_per_key=2)
     submit(store, max_queue_per_key=2)
     with pytest.raises(QueueFull, match="this key"):
@@ -187,22 +188,22 @@ def test_queue_cap_holds_under_concurrent_submits(store_url: str) -> None:
         except QueueFull:
             return False
 
-    stores = [JobStore(store_url) for _ in range(4)]  # like separate API nodes
+    stores = [SqlJobStore(store_url) for _ in range(4)]  # like separate API nodes
     try:
         with ThreadPoolExecutor(8) as pool:
             accepted = sum(pool.map(try_submit, range(40)))
         assert accepted == 5
-        assert sum(d.count for d in stores[0].queue_depths()) == 5
+        assert sum(d.count for d in stores[0].cluster.queue_depths()) == 5
     finally:
         for s in stores:
             s.close()
 
 
-def test_logs_in_order_and_paged(store: JobStore) -> None:
+def test_logs_in_order_and_paged(store: SqlJobStore) -> None:
     job = submit(store)
     for i in range(5):
-        store.log(job.id, f"line {i}", "WARN" if i == 2 else "INFO")
-    lines = store.logs(job.id)
+        store.queue.log(job.id, f"line {i}", "WARN" if i == 2 else "INFO")
+    lines = store.queue.logs(job.id)
     assert [(line.message, line.level) for line in lines] == [
         ("line 0", "INFO"),
         ("line 1", "INFO"),
@@ -210,70 +211,70 @@ def test_logs_in_order_and_paged(store: JobStore) -> None:
         ("line 3", "INFO"),
         ("line 4", "INFO"),
     ]
-    assert [line.message for line in store.logs(job.id, after_id=lines[2].id)] == ["line 3", "line 4"]
-    assert store.logs("nope") == []
+    assert [line.message for line in store.queue.logs(job.id, after_id=lines[2].id)] == ["line 3", "line 4"]
+    assert store.queue.logs("nope") == []
 
 
-def _finish_with_webhook(store: JobStore) -> Job:
+def _finish_with_webhook(store: SqlJobStore) -> Job:
     job = submit(store, webhook_url="http://hook.example/x")
-    claimed = store.claim("w", [ECHO], 30)
-    assert claimed is not None and store.complete(claimed, "w", {"ok": 1})
+    claimed = store.queue.claim("w", [ECHO], 30)
+    assert claimed is not None and store.queue.complete(claimed, "w", {"ok": 1})
     return job
 
 
-def test_outbox_claim_retry_and_dead(store: JobStore) -> None:
+def test_outbox_claim_retry_and_dead(store: SqlJobStore) -> None:
     job = _finish_with_webhook(store)
-    task = store.claim_webhook(lease_seconds=30)
+    task = store.outbox.claim_webhook(lease_seconds=30)
     assert task is not None and (task.job.id, task.url, task.attempts) == (job.id, "http://hook.example/x", 1)
     assert task.job.status == COMPLETED
-    assert store.claim_webhook(lease_seconds=30) is None  # leased to the first claimer
-    store.webhook_done(job.id, delivered=False, error="HTTP 500", retry_at=time.time() - 1)
-    retry = store.claim_webhook(lease_seconds=30)
+    assert store.outbox.claim_webhook(lease_seconds=30) is None  # leased to the first claimer
+    store.outbox.webhook_done(job.id, delivered=False, error="HTTP 500", retry_at=time.time() - 1)
+    retry = store.outbox.claim_webhook(lease_seconds=30)
     assert retry is not None and retry.attempts == 2
-    store.webhook_done(job.id, delivered=False, error="HTTP 500", retry_at=None)
-    state = store.webhook_state(job.id)
+    store.outbox.webhook_done(job.id, delivered=False, error="HTTP 500", retry_at=None)
+    state = store.outbox.webhook_state(job.id)
     assert state is not None and (state["state"], state["attempts"], state["last_error"]) == (
         "dead",
         2,
         "HTTP 500",
     )
-    assert store.claim_webhook(lease_seconds=30) is None
-    assert store.webhook_counts() == {"dead": 1}
+    assert store.outbox.claim_webhook(lease_seconds=30) is None
+    assert store.cluster.webhook_counts() == {"dead": 1}
 
 
-def test_outbox_delivery_and_lease_expiry(store: JobStore) -> None:
+def test_outbox_delivery_and_lease_expiry(store: SqlJobStore) -> None:
     job = _finish_with_webhook(store)
-    assert store.claim_webhook(lease_seconds=0.1) is not None
+    assert store.outbox.claim_webhook(lease_seconds=0.1) is not None
     time.sleep(0.2)  # the node that claimed it died: another one takes it over
-    again = store.claim_webhook(lease_seconds=30)
+    again = store.outbox.claim_webhook(lease_seconds=30)
     assert again is not None and again.attempts == 2
-    store.webhook_done(job.id, delivered=True, error=None, retry_at=None)
-    assert store.webhook_counts() == {"delivered": 1}
-    assert store.claim_webhook(lease_seconds=30) is None
+    store.outbox.webhook_done(job.id, delivered=True, error=None, retry_at=None)
+    assert store.cluster.webhook_counts() == {"delivered": 1}
+    assert store.outbox.claim_webhook(lease_seconds=30) is None
 
 
-def test_no_webhook_row_without_url(store: JobStore) -> None:
+def test_no_webhook_row_without_url(store: SqlJobStore) -> None:
     job = submit(store)
     assert drain(store) == [job.id]
-    assert store.claim_webhook(lease_seconds=30) is None and store.webhook_state(job.id) is None
+    assert store.outbox.claim_webhook(lease_seconds=30) is None and store.outbox.webhook_state(job.id) is None
 
 
 def test_concurrent_claims_never_double_claim(store_url: str) -> None:
-    seed = JobStore(store_url)
+    seed = SqlJobStore(store_url)
     jobs = [submit(seed) for _ in range(120)]
     claimed: list[str] = []
     lock = threading.Lock()
 
     def work(n: int) -> None:
-        s = JobStore(store_url)  # one store per thread, like separate worker processes
+        s = SqlJobStore(store_url)  # one store per thread, like separate worker processes
         try:
             for _ in range(1000):
-                job = s.claim(f"w{n}", [ECHO], 30)
+                job = s.queue.claim(f"w{n}", [ECHO], 30)
                 if job is None:
                     return
                 with lock:
                     claimed.append(job.id)
-                assert s.complete(job, f"w{n}", {"by": n})
+                assert s.queue.complete(job, f"w{n}", {"by": n})
         finally:
             s.close()
 
@@ -287,79 +288,79 @@ def test_concurrent_claims_never_double_claim(store_url: str) -> None:
     seed.close()
 
 
-def _statements(store: JobStore, action: Callable[[], object]) -> list[str]:
+def _statements(store: SqlJobStore, action: Callable[[], object]) -> list[str]:
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
-    event.listen(store.engine, "before_cursor_execute", record)
+    event.listen(store.db.engine, "before_cursor_execute", record)
     try:
         action()
     finally:
-        event.remove(store.engine, "before_cursor_execute", record)
+        event.remove(store.db.engine, "before_cursor_execute", record)
     return seen
 
 
-def test_claim_sql_skips_locked_rows_on_postgresql(store: JobStore) -> None:
+def test_claim_sql_skips_locked_rows_on_postgresql(store: SqlJobStore) -> None:
     submit(store)
-    sql = " ".join(_statements(store, lambda: store.claim("w", [ECHO], 30)))
-    if store.is_sqlite:  # SQLite has no row locks: BEGIN IMMEDIATE serializes writers instead
+    sql = " ".join(_statements(store, lambda: store.queue.claim("w", [ECHO], 30)))
+    if store.db.is_sqlite:  # SQLite has no row locks: BEGIN IMMEDIATE serializes writers instead
         assert "BEGIN IMMEDIATE" in sql and "FOR UPDATE" not in sql
     else:
         assert "FOR UPDATE SKIP LOCKED" in sql
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_claim_passes_over_a_locked_row_without_waiting(store: JobStore) -> None:
+def test_claim_passes_over_a_locked_row_without_waiting(store: SqlJobStore) -> None:
     first, second = submit(store), submit(store)
-    with store.engine.connect() as holder:  # another worker's open claim transaction
+    with store.db.engine.connect() as holder:  # another worker's open claim transaction
         holder.exec_driver_sql("SELECT seq FROM jobs WHERE id = %s FOR UPDATE", (first.id,))
         started = time.monotonic()
-        got = store.claim("w", [ECHO], 30)
+        got = store.queue.claim("w", [ECHO], 30)
         assert got is not None and got.id == second.id
         assert time.monotonic() - started < 2
         holder.rollback()
-    third = store.claim("w", [ECHO], 30)
+    third = store.queue.claim("w", [ECHO], 30)
     assert third is not None and third.id == first.id
 
 
-def test_worker_registry(store: JobStore) -> None:
-    store.register_worker("w1", [ECHO, "test/image"], "cuda:1")
-    store.register_worker("w2", [ECHO])
-    [w1, _] = store.recent_workers(10)
+def test_worker_registry(store: SqlJobStore) -> None:
+    store.cluster.register_worker("w1", [ECHO, "test/image"], "cuda:1")
+    store.cluster.register_worker("w2", [ECHO])
+    [w1, _] = store.cluster.recent_workers(10)
     assert (w1.worker_id, w1.endpoints, w1.device, w1.job_id) == ("w1", [ECHO, "test/image"], "cuda:1", None)
     job = submit(store)
-    assert store.claim("w2", [ECHO], 30) is not None
-    store.heartbeat(job.id, "w2", 30)
-    assert store.recent_workers(10)[1].job_id == job.id
-    store.worker_seen("w2")  # idle again
-    assert store.recent_workers(10)[1].job_id is None
-    with store.engine.begin() as conn:  # w1 went silent a minute ago
+    assert store.queue.claim("w2", [ECHO], 30) is not None
+    store.queue.heartbeat(job.id, "w2", 30)
+    assert store.cluster.recent_workers(10)[1].job_id == job.id
+    store.cluster.worker_seen("w2")  # idle again
+    assert store.cluster.recent_workers(10)[1].job_id is None
+    with store.db.engine.begin() as conn:  # w1 went silent a minute ago
         conn.execute(update(workers).where(workers.c.worker_id == "w1").values(last_seen=time.time() - 60))
-    assert [w.worker_id for w in store.recent_workers(10)] == ["w2"]
-    store.unregister_worker("w2")
-    assert store.recent_workers(10) == []
+    assert [w.worker_id for w in store.cluster.recent_workers(10)] == ["w2"]
+    store.cluster.unregister_worker("w2")
+    assert store.cluster.recent_workers(10) == []
 
 
-def test_queue_depths_and_finished_cursor(store: JobStore) -> None:
+def test_queue_depths_and_finished_cursor(store: SqlJobStore) -> None:
     a, b, c = submit(store), submit(store, priority=1), submit(store)
     submit(store, endpoint="test/image")
-    running = store.claim("w", [ECHO], 30)
+    running = store.queue.claim("w", [ECHO], 30)
     assert running is not None
-    depths = {(d.status, d.endpoint_id, d.priority): d.count for d in store.queue_depths()}
+    depths = {(d.status, d.endpoint_id, d.priority): d.count for d in store.cluster.queue_depths()}
     assert depths == {
         (IN_QUEUE, ECHO, 0): 1,
         (IN_QUEUE, ECHO, 1): 1,
         (IN_QUEUE, "test/image", 0): 1,
         (IN_PROGRESS, ECHO, 0): 1,
     }
-    store.complete(running, "w", {})
-    store.cancel(b.id, "k1")
-    rest = store.claim("w", [ECHO], 30)
+    store.queue.complete(running, "w", {})
+    store.queue.cancel(b.id, "k1")
+    rest = store.queue.claim("w", [ECHO], 30)
     assert rest is not None
-    store.complete(rest, "w", None, Failure("boom", "internal_error", 500, {}))
-    done = list(store.finished_since((0.0, 0), time.time(), limit=1))  # paged one row at a time
+    store.queue.complete(rest, "w", None, Failure("internal_error", 500, "boom"))
+    done = list(store.cluster.finished_since((0.0, 0), time.time(), limit=1))  # paged one row at a time
     assert [(f.seq, f.error_type) for f in done] == [
         (a.seq, None),
         (b.seq, "request_cancelled"),
@@ -367,8 +368,8 @@ def test_queue_depths_and_finished_cursor(store: JobStore) -> None:
     ]
     assert done[1].started_at is None  # cancelled while queued: it never ran
     after_first = (done[0].finished_at, done[0].seq)
-    assert [f.seq for f in store.finished_since(after_first, time.time())] == [b.seq, c.seq]
-    assert list(store.finished_since((done[-1].finished_at, done[-1].seq), time.time())) == []
+    assert [f.seq for f in store.cluster.finished_since(after_first, time.time())] == [b.seq, c.seq]
+    assert list(store.cluster.finished_since((done[-1].finished_at, done[-1].seq), time.time())) == []
 
 
 def test_schema_is_created_once_by_concurrent_starters(store_url: str) -> None:
@@ -376,7 +377,7 @@ def test_schema_is_created_once_by_concurrent_starters(store_url: str) -> None:
 
     def start() -> None:
         try:
-            JobStore(store_url).close()
+            SqlJobStore(store_url).close()
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -388,22 +389,24 @@ def test_schema_is_created_once_by_concurrent_starters(store_url: str) -> None:
     assert errors == []
 
 
-def test_schema_newer_than_the_code_is_refused(store: JobStore, store_url: str) -> None:
-    with store.engine.begin() as conn:
+def test_schema_newer_than_the_code_is_refused(store: SqlJobStore, store_url: str) -> None:
+    with store.db.engine.begin() as conn:
         conn.execute(
             update(server_values)
             .where(server_values.c.name == "schema_version")
             .values(value=str(SCHEMA_VERSION + 1))
         )
     with pytest.raises(SchemaTooNew, match="upgrade this node"):
-        JobStore(store_url)
+        SqlJobStore(store_url)
 
 
-def test_keys_and_server_values(store: JobStore) -> None:
-    key = store.create_key("ci")
-    key_id = store.authenticate(key)
-    assert key_id is not None and store.authenticate(key + "x") is None
-    assert store.revoke_key(key_id) and store.authenticate(key) is None
+def test_keys_and_server_values(store: SqlJobStore) -> None:
+    key = store.keys.create_key("ci")
+    key_id = store.keys.authenticate(key)
+    assert key_id is not None and store.keys.authenticate(key + "x") is None
+    assert store.keys.revoke_key(key_id) and store.keys.authenticate(key) is None
     made: list[int] = []
-    values = {store.server_value("signing", lambda: str(made.append(1) or len(made))) for _ in range(3)}
+    values = {
+        store.values.server_value("signing", lambda: str(made.append(1) or len(made))) for _ in range(3)
+    }
     assert values == {"1"} and made == [1]

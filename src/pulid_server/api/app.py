@@ -11,18 +11,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from pulid_server import __version__, endpoints, web
+from pulid_server import __version__, endpoints, failures, web
 from pulid_server.api import health, metrics, storage
 from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router
 from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
 from pulid_server.api.run import build_run_router
 from pulid_server.api.state import AppState
 from pulid_server.config import Settings
-from pulid_server.store import JobStore
+from pulid_server.store import open_job_store
 from pulid_server.worker.doorbell import CompletionWaiters
 from pulid_server.worker.reaper import Reaper
 from pulid_server.worker.supervisor import Supervisor
-from pulid_server.worker.webhooks import WebhookDispatcher
+from pulid_server.worker.webhooks import WebhookDispatcher, WebhookSigner
 
 log = logging.getLogger("pulid.api")
 
@@ -36,14 +36,15 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = JobStore(settings.resolved_database_url())
+        store = open_job_store(settings.resolved_database_url())
         blobs = settings.blob_store()
-        dispatcher = WebhookDispatcher(store, settings)
-        reaper = Reaper(store, settings.max_attempts)
+        signer = WebhookSigner(store.values)
+        dispatcher = WebhookDispatcher(store.outbox, signer, settings)
+        reaper = Reaper(store.queue, settings.max_attempts)
         completions = CompletionWaiters()
         completions.bind(asyncio.get_running_loop())
         supervisor = Supervisor(settings, workers, on_done=completions.announce) if workers > 0 else None
-        app.state.pulid = AppState(settings, store, blobs, dispatcher.signer, supervisor, completions)
+        app.state.pulid = AppState(settings, store, blobs, signer, supervisor, completions)
         dispatcher.start()
         reaper.start()
         if supervisor:
@@ -81,9 +82,8 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        headers = {"X-Fal-Error-Type": "internal_error", REQUEST_ID_HEADER: ""}
-        return JSONResponse(
-            {"detail": "Internal server error", "error_type": "internal_error"}, 500, headers=headers
-        )
+        failure = failures.INTERNAL_ERROR
+        headers = {**failures.error_headers(failure.error_type), REQUEST_ID_HEADER: ""}
+        return JSONResponse(failure.body(), failure.status, headers=headers)
 
     return app

@@ -13,7 +13,7 @@ async def require_key(request: Request, state: AppState = Depends(app_state)) ->
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() not in ("key", "bearer") or not credentials.strip():
         raise HTTPException(401, "Missing API key: send 'Authorization: Key <key_id:secret>'")
-    key_id = await state.read(state.store.authenticate, credentials.strip())
+    key_id = await state.read(state.store.keys.authenticate, credentials.strip())
     if key_id is None:
         raise HTTPException(401, "Invalid or revoked API key")
     return key_id

@@ -33,7 +33,9 @@ async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
         checks["store"] = await asyncio.to_thread(state.store.ping)
-        workers = await asyncio.to_thread(state.store.recent_workers, worker_alive_window(state.settings))
+        workers = await asyncio.to_thread(
+            state.store.cluster.recent_workers, worker_alive_window(state.settings)
+        )
         checks["workers_recent"] = len(workers)
         checks["endpoints_ready"] = sorted({e for w in workers for e in w.endpoints})
     except Exception as exc:  # noqa: BLE001 - report, don't crash the probe

@@ -89,7 +89,7 @@ class ClusterCollector(Collector):
         yield scrape
 
     def _advance(self) -> None:
-        for job in self._state.store.finished_since(self._cursor, time.time() - SETTLE_SECONDS):
+        for job in self._state.store.cluster.finished_since(self._cursor, time.time() - SETTLE_SECONDS):
             self._count(job)
             self._cursor = (job.finished_at, job.seq)
 
@@ -123,12 +123,12 @@ class ClusterCollector(Collector):
             yield family
 
     def _gauges(self) -> Iterator[Metric]:
-        store, settings = self._state.store, self._state.settings
+        cluster, settings = self._state.store.cluster, self._state.settings
         depth = GaugeMetricFamily(
             "pulid_queue_depth", "Jobs waiting in the queue", labels=["endpoint", "priority"]
         )
         running = GaugeMetricFamily("pulid_jobs_running", "Jobs a worker is running now", labels=["endpoint"])
-        for d in store.queue_depths():
+        for d in cluster.queue_depths():
             if d.status == "IN_QUEUE":
                 depth.add_metric([d.endpoint_id, PRIORITY_NAMES.get(d.priority, str(d.priority))], d.count)
             else:
@@ -136,10 +136,10 @@ class ClusterCollector(Collector):
         hooks = GaugeMetricFamily(
             "pulid_webhook_deliveries", "Webhook outbox rows by state", labels=["state"]
         )
-        counts = store.webhook_counts()
+        counts = cluster.webhook_counts()
         for hook_state in ("pending", "delivered", "dead"):
             hooks.add_metric([hook_state], counts.get(hook_state, 0))
-        live = store.recent_workers(worker_alive_window(settings))
+        live = cluster.recent_workers(worker_alive_window(settings))
         workers = GaugeMetricFamily(
             "pulid_workers", "Worker processes that reported within the lease time", labels=["state"]
         )

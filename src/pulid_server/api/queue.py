@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
+from pulid_server import failures
 from pulid_server.api.auth import require_key
 from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
@@ -97,11 +98,9 @@ def parse_start_timeout(value: str | None) -> float | None:
         raise HTTPException(
             422,
             [
-                {
-                    "loc": ["header", "x-fal-request-timeout"],
-                    "msg": "must be a positive number of seconds",
-                    "type": "value_error",
-                }
+                failures.field_error(
+                    ("header", "x-fal-request-timeout"), "must be a positive number of seconds", "value_error"
+                )
             ],
         )
     return seconds
@@ -113,7 +112,7 @@ def parse_priority(value: str | None) -> int:
     if value not in PRIORITIES:
         raise HTTPException(
             422,
-            [{"loc": ["header", "x-fal-queue-priority"], "msg": "must be 'normal' or 'low'", "type": "enum"}],
+            [failures.field_error(("header", "x-fal-queue-priority"), "must be 'normal' or 'low'", "enum")],
         )
     return PRIORITIES[value]
 
@@ -135,14 +134,14 @@ async def enqueue(
             )
         except FetchError as exc:
             raise HTTPException(
-                422, [{"loc": ["query", "fal_webhook"], "msg": str(exc), "type": "value_error"}]
+                422, [failures.field_error(("query", "fal_webhook"), str(exc), "value_error")]
             ) from exc
     start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
     priority = parse_priority(request.headers.get("x-fal-queue-priority"))
     idempotency_key = request.headers.get("idempotency-key")
     try:
         job, _ = await asyncio.to_thread(
-            lambda: state.store.submit(
+            lambda: state.store.queue.submit(
                 endpoint_id=endpoint.id,
                 owner_key_id=key_id,
                 input_json=body.model_dump_json(),
@@ -199,7 +198,7 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         state: AppState = Depends(app_state),
     ) -> JSONResponse:
         job = await enqueue(state, request, endpoint, body, key_id, webhook_url=fal_webhook)
-        position = await state.read(state.store.queue_position, job)
+        position = await state.read(state.store.queue.queue_position, job)
         payload = {
             "status": IN_QUEUE,
             "request_id": job.id,
@@ -220,15 +219,15 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
 
 
 async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
-    job = await state.read(state.store.get, request_id, key_id)
+    job = await state.read(state.store.queue.get, request_id, key_id)
     if job is None:  # another key's request is indistinguishable from a missing one
         raise HTTPException(404, "Request not found", headers=id_header(request_id))
     return job
 
 
 async def _status_payload(state: AppState, job: Job, base: str, with_logs: bool) -> dict[str, Any]:
-    position = await state.read(state.store.queue_position, job) if job.status == IN_QUEUE else 0
-    logs = await state.read(state.store.logs, job.id) if with_logs and job.status != IN_QUEUE else None
+    position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
+    logs = await state.read(state.store.queue.logs, job.id) if with_logs and job.status != IN_QUEUE else None
     return status_body(job, base, position, logs)
 
 
@@ -267,8 +266,8 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
     base, last_log_id, last_key, quiet = public_base(request), 0, None, 0.0
     opened = asyncio.get_running_loop().time()
     while True:
-        position = await state.read(state.store.queue_position, job) if job.status == IN_QUEUE else 0
-        new_logs = await state.read(state.store.logs, job.id, last_log_id) if with_logs else []
+        position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
+        new_logs = await state.read(state.store.queue.logs, job.id, last_log_id) if with_logs else []
         key = (job.status, position)
         if key != last_key or new_logs:
             last_key, quiet = key, 0.0
@@ -288,7 +287,7 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
         delay = poll_delay(waited, STREAM_POLL_SECONDS, state.supervisor is not None)
         await state.completions.wait(job.id, delay)
         quiet += delay
-        latest: Job | None = await state.read(state.store.get, job.id, None)
+        latest: Job | None = await state.read(state.store.queue.get, job.id, None)
         job = latest or job
 
 
@@ -297,9 +296,7 @@ def result_response(job: Job) -> JSONResponse:
     if job.status != COMPLETED:
         return JSONResponse({"detail": "Request is still in progress"}, status_code=400, headers=headers)
     if job.error is not None:
-        headers["X-Fal-Error-Type"] = job.error_type or "internal_error"
-        if job.error_type == "request_timeout":
-            headers["X-Fal-Request-Timeout-Type"] = "user"
+        headers.update(failures.error_headers(job.error_type))
         return JSONResponse(
             json.loads(job.error_body_json or "{}"), status_code=job.error_status or 500, headers=headers
         )
@@ -319,7 +316,7 @@ async def cancel(
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    outcome = await asyncio.to_thread(state.store.cancel, request_id, key_id)
+    outcome = await asyncio.to_thread(state.store.queue.cancel, request_id, key_id)
     headers = id_header(request_id)
     if outcome == "not_found":
         return JSONResponse(

@@ -24,9 +24,9 @@ async def wait_for_completion(state: AppState, request: Request, job: Job) -> Jo
             job.id, poll_delay(waited, MAX_POLL_SECONDS, state.supervisor is not None)
         )
         if await request.is_disconnected():
-            await asyncio.to_thread(state.store.cancel, job.id, job.owner_key_id)
+            await asyncio.to_thread(state.store.queue.cancel, job.id, job.owner_key_id)
             return None
-        latest: Job | None = await state.read(state.store.get, job.id, None)
+        latest: Job | None = await state.read(state.store.queue.get, job.id, None)
         job = latest or job
     return job
 

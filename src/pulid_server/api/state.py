@@ -31,7 +31,7 @@ class AppState:
     async def read(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run a store read. SQLite (WAL) readers never wait for a lock, so they run inline and skip the
         thread hop (bench: ~30% of the status route's CPU); network databases read in a thread."""
-        if self.store.is_sqlite:
+        if self.store.inline_reads:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 

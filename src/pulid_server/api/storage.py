@@ -47,7 +47,7 @@ async def initiate_upload(
 ) -> dict[str, str]:
     key = new_upload_key(body.file_name, body.content_type)
     token = await asyncio.to_thread(
-        state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS, key, body.content_type
+        state.store.uploads.grant_upload, key_id, UPLOAD_TTL_SECONDS, key, body.content_type
     )
     base = public_base(request)
     return {"upload_url": f"{base}/files/upload/{token}", "file_url": f"{base}/files/{key}"}
@@ -65,7 +65,7 @@ async def _read_capped(request: Request, state: AppState) -> bytes:
 
 @router.put("/files/upload/{token}", summary="Upload target of an initiated upload")
 async def put_upload(token: str, request: Request, state: AppState = Depends(app_state)) -> dict[str, str]:
-    grant = await asyncio.to_thread(state.store.check_upload_grant, token)
+    grant = await asyncio.to_thread(state.store.uploads.check_upload_grant, token)
     if grant is None or grant["file_key"] is None:
         raise HTTPException(404, "Unknown or expired upload URL")
     data = await _read_capped(request, state)
@@ -78,7 +78,7 @@ async def put_upload(token: str, request: Request, state: AppState = Depends(app
 async def cdn_token(
     request: Request, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
 ) -> dict[str, str]:
-    token = await asyncio.to_thread(state.store.grant_upload, key_id, UPLOAD_TTL_SECONDS)
+    token = await asyncio.to_thread(state.store.uploads.grant_upload, key_id, UPLOAD_TTL_SECONDS)
     expires = datetime.now(UTC) + timedelta(seconds=UPLOAD_TTL_SECONDS)
     return {
         "token": token,
@@ -91,7 +91,7 @@ async def cdn_token(
 @router.post("/cdn/files/upload", summary="Upload a file with a CDN token (Python client)")
 async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> JSONResponse:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    grant = await asyncio.to_thread(state.store.check_upload_grant, token.strip()) if token else None
+    grant = await asyncio.to_thread(state.store.uploads.check_upload_grant, token.strip()) if token else None
     if grant is None:  # an API key works too, for clients that skip the token step
         await require_key(request, state)
     data = await _read_capped(request, state)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
+from pulid_server import failures
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -24,7 +26,9 @@ class UserInputError(Exception):
     `loc` names the field, e.g. ("body", "reference_images", 0, "image_url").
     """
 
-    def __init__(self, message: str, loc: tuple[str | int, ...] = ("body",), error_type: str = "value_error"):
+    def __init__(
+        self, message: str, loc: tuple[str | int, ...] = ("body",), error_type: str = failures.VALUE_ERROR
+    ):
         super().__init__(message)
         self.message = message
         self.loc = loc

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pulid_server import failures
 from pulid_server.endpoints import register
 from pulid_server.endpoints.base import Endpoint, JobContext, UserInputError
 
@@ -149,7 +150,7 @@ def load_runner(settings: Settings) -> Any:
             images = pipeline.generate(request, on_step=ctx.progress, log=ctx.log)
         except NoFaceError as exc:
             raise UserInputError(
-                str(exc), ("body", "reference_images", exc.index, "image_url"), "no_face"
+                str(exc), ("body", "reference_images", exc.index, "image_url"), failures.NO_FACE
             ) from exc
         return PulidOutput(images=[Image(**ctx.save_image(img)) for img in images], seed=seed)
 

@@ -11,61 +11,33 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
+from pulid_server.store.database import Database
+from pulid_server.store.records import IN_PROGRESS, IN_QUEUE, FinishedJob, QueueDepth, WorkerInfo
 from pulid_server.store.schema import jobs, webhooks, workers
 
 WORKER_ROW_TTL_SECONDS = 86400.0  # rows of workers gone this long are pruned when a worker registers
 
 
-@dataclass
-class WorkerInfo:
-    worker_id: str
-    hostname: str
-    pid: int
-    device: str
-    endpoints: list[str]
-    started_at: float
-    last_seen: float
-    job_id: str | None
+def touch_worker(conn: Connection, worker_id: str, job_id: str | None) -> None:
+    """Mark a worker alive (running `job_id`, or idle), inside the caller's transaction."""
+    conn.execute(
+        update(workers).where(workers.c.worker_id == worker_id).values(last_seen=time.time(), job_id=job_id)
+    )
 
 
-@dataclass
-class FinishedJob:
-    seq: int
-    endpoint_id: str
-    error_type: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float
-
-
-@dataclass
-class QueueDepth:
-    status: str
-    endpoint_id: str
-    priority: int
-    count: int
-
-
-class ClusterQueries:
-    """Mixed into JobStore: it provides `_tx` and `_read`."""
-
-    def _tx(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
+class SqlClusterView:
+    def __init__(self, db: Database):
+        self._db = db
 
     # -- worker registry ----------------------------------------------------------------------------------
 
     def register_worker(self, worker_id: str, endpoint_ids: list[str], device: str = "") -> None:
         """Called once a worker has loaded its endpoints."""
         now = time.time()
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(delete(workers).where(workers.c.last_seen < now - WORKER_ROW_TTL_SECONDS))
             conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
             conn.execute(
@@ -81,19 +53,11 @@ class ClusterQueries:
             )
 
     def worker_seen(self, worker_id: str, job_id: str | None = None) -> None:
-        with self._tx() as conn:
-            self._touch_worker(conn, worker_id, job_id)
-
-    @staticmethod
-    def _touch_worker(conn: Connection, worker_id: str, job_id: str | None) -> None:
-        conn.execute(
-            update(workers)
-            .where(workers.c.worker_id == worker_id)
-            .values(last_seen=time.time(), job_id=job_id)
-        )
+        with self._db.tx() as conn:
+            touch_worker(conn, worker_id, job_id)
 
     def unregister_worker(self, worker_id: str) -> None:
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
 
     def recent_workers(self, within_seconds: float) -> list[WorkerInfo]:
@@ -103,7 +67,7 @@ class ClusterQueries:
             .where(workers.c.last_seen >= time.time() - within_seconds)
             .order_by(workers.c.worker_id)
         )
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(query).all()
         return [
             WorkerInfo(
@@ -125,14 +89,14 @@ class ClusterQueries:
         """Unfinished jobs by status, endpoint and priority (an index range: bounded by the queue caps)."""
         query = (
             select(jobs.c.status, jobs.c.endpoint_id, jobs.c.priority, func.count())
-            .where(jobs.c.status.in_(["IN_QUEUE", "IN_PROGRESS"]))
+            .where(jobs.c.status.in_([IN_QUEUE, IN_PROGRESS]))
             .group_by(jobs.c.status, jobs.c.endpoint_id, jobs.c.priority)
         )
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [QueueDepth(s, e, p, n) for s, e, p, n in conn.execute(query).all()]
 
     def webhook_counts(self) -> dict[str, int]:
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(select(webhooks.c.state, func.count()).group_by(webhooks.c.state)).all()
         return {state: n for state, n in rows}
 
@@ -159,7 +123,7 @@ class ClusterQueries:
                 .order_by(jobs.c.finished_at, jobs.c.seq)
                 .limit(limit)
             )
-            with self._read() as conn:
+            with self._db.read() as conn:
                 rows = conn.execute(query).all()
             for r in rows:
                 yield FinishedJob(

@@ -27,7 +27,7 @@ class SchemaTooNew(RuntimeError):
 
 def ensure_schema(engine: Engine) -> None:
     """Create missing tables and indexes, then check or advance the schema version. Idempotent."""
-    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (see jobs._engine) already serializes this
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (see database._engine) already serializes this
         if conn.dialect.name == "postgresql":
             # Without it, nodes starting together race on CREATE TABLE and one dies on a duplicate.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})

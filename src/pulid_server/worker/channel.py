@@ -12,16 +12,16 @@ import queue
 import threading
 import time
 
-from pulid_server.store import JobStore
+from pulid_server.store import JobQueue
 
 log = logging.getLogger("pulid.worker")
 
 
 class JobChannel:
     def __init__(
-        self, store: JobStore, job_id: str, worker_id: str, lease_seconds: float, heartbeat_seconds: float
+        self, jobs: JobQueue, job_id: str, worker_id: str, lease_seconds: float, heartbeat_seconds: float
     ):
-        self._store, self._job_id, self._worker_id = store, job_id, worker_id
+        self._jobs, self._job_id, self._worker_id = jobs, job_id, worker_id
         self._lease, self._every = lease_seconds, heartbeat_seconds
         self._lines: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
         self._cancelled = threading.Event()
@@ -58,10 +58,10 @@ class JobChannel:
             except queue.Empty:
                 pass
             try:
-                if batch and self._store.append_logs(self._job_id, batch):
+                if batch and self._jobs.append_logs(self._job_id, batch):
                     self._cancelled.set()
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self._every
-                    self._store.heartbeat(self._job_id, self._worker_id, self._lease)
+                    self._jobs.heartbeat(self._job_id, self._worker_id, self._lease)
             except Exception:  # noqa: BLE001 - a failed write or beat is retried; the lease has slack
                 log.exception("job %s: store write failed", self._job_id)

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from pulid_server import failures
 from pulid_server.config import Settings
 from pulid_server.endpoints import JobCancelled, UserInputError
 from pulid_server.files import (
@@ -60,7 +61,7 @@ class WorkerJobContext:
             data = self._read_url(url, name)
             return data, open_image(data, max_pixels=self._settings.max_image_pixels)
         except (FetchError, DataURIError, ImageDecodeError) as exc:
-            raise UserInputError(f"{name}: {exc}", loc, "invalid_image") from exc
+            raise UserInputError(f"{name}: {exc}", loc, failures.INVALID_IMAGE) from exc
 
     def _read_url(self, url: str, name: str) -> bytes:
         limit = self._settings.max_file_bytes

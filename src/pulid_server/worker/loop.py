@@ -19,10 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pulid_server import endpoints
+from pulid_server import endpoints, failures
 from pulid_server.config import Settings
 from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
-from pulid_server.store import Failure, Job, JobStore
+from pulid_server.failures import Failure
+from pulid_server.store import Job, open_job_store
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.context import WorkerJobContext
 from pulid_server.worker.doorbell import WorkerDoorbell
@@ -52,7 +53,7 @@ class Worker:
     )
 
     def __post_init__(self) -> None:
-        self.store = JobStore(self.settings.resolved_database_url())
+        self.store = open_job_store(self.settings.resolved_database_url())
         self.blobs = self.settings.blob_store()
         self.stopping = threading.Event()
         self.doorbell = WorkerDoorbell.from_env()
@@ -84,19 +85,19 @@ class Worker:
     def run_forever(self) -> int:
         ids = list(self.runners)
         # Seen by /health/ready and /metrics on every API node; the row exists once the models are loaded.
-        self.store.register_worker(self.worker_id, ids, self.settings.device)
+        self.store.cluster.register_worker(self.worker_id, ids, self.settings.device)
         try:
             return self._loop(ids)
         finally:
-            self.store.unregister_worker(self.worker_id)
+            self.store.cluster.unregister_worker(self.worker_id)
 
     def _loop(self, ids: list[str]) -> int:
         last_job = -FAST_POLL_WINDOW_SECONDS
         while not self.stopping.is_set():
             self._maybe_reap()
             job = None
-            if self.store.has_queued(ids):
-                job = self.store.claim(self.worker_id, ids, self.settings.lease_seconds)
+            if self.store.queue.has_queued(ids):
+                job = self.store.queue.claim(self.worker_id, ids, self.settings.lease_seconds)
             if job is None:
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
                 self.doorbell.wait(
@@ -114,15 +115,19 @@ class Worker:
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap > 1.0:
             self._last_reap = time.monotonic()
-            self.store.reap(self.settings.max_attempts)
+            self.store.queue.reap(self.settings.max_attempts)
         if time.monotonic() - self._last_seen > self.settings.heartbeat_seconds:
             self._last_seen = time.monotonic()
-            self.store.worker_seen(self.worker_id)  # idle beat; job heartbeats refresh it while busy
+            self.store.cluster.worker_seen(self.worker_id)  # idle beat; job heartbeats refresh it while busy
 
     def process(self, job: Job) -> Outcome:
         endpoint, runner = self.runners[job.endpoint_id]
         channel = JobChannel(
-            self.store, job.id, self.worker_id, self.settings.lease_seconds, self.settings.heartbeat_seconds
+            self.store.queue,
+            job.id,
+            self.worker_id,
+            self.settings.lease_seconds,
+            self.settings.heartbeat_seconds,
         )
         channel.start()
         started = time.perf_counter()
@@ -130,12 +135,12 @@ class Worker:
             outcome = self._run(endpoint, runner, job, channel)
         except KeyboardInterrupt:
             channel.close()
-            self.store.release(job, self.worker_id)
+            self.store.queue.release(job, self.worker_id)
             log.info("job %s returned to the queue", job.id)
             raise
         channel.close()  # its log lines land before the job completes
         elapsed = time.perf_counter() - started
-        if not self.store.complete(
+        if not self.store.queue.complete(
             job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed
         ):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
@@ -152,26 +157,19 @@ class Worker:
             return Outcome(output=output)
         except JobCancelled:
             ctx.log("cancelled", "WARN")
-            return Outcome(failure=Failure("Request was cancelled", "request_cancelled", 400, {}))
+            return Outcome(failure=failures.REQUEST_CANCELLED)
         except UserInputError as exc:
             ctx.log(exc.message, "ERROR")
-            field_error = {"loc": list(exc.loc), "msg": exc.message, "type": exc.error_type}
-            return Outcome(failure=Failure(exc.message, exc.error_type, 422, {"detail": [field_error]}))
+            return Outcome(failure=failures.user_input(exc.message, exc.loc, exc.error_type))
         except ValidationError as exc:
-            detail: list[dict[str, Any]] = [
-                {**e, "loc": ["body", *e["loc"]]}
-                for e in exc.errors(include_url=False, include_context=False)
-            ]
-            return Outcome(failure=Failure("Invalid input", "validation_error", 422, {"detail": detail}))
+            return Outcome(failure=failures.invalid_input(exc))
         except Exception as exc:  # noqa: BLE001 - any model error ends this job, not the worker
             if _is_oom(exc):
                 ctx.log("out of GPU memory; restarting the worker", "ERROR")
-                return Outcome(failure=Failure("Out of GPU memory", "gpu_oom", 503, {}), fatal=True)
+                return Outcome(failure=failures.GPU_OOM, fatal=True)
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             ctx.log(f"{type(exc).__name__}: {exc}", "ERROR")
-            return Outcome(
-                failure=Failure(f"Model error: {type(exc).__name__}: {exc}", "internal_error", 500, {})
-            )
+            return Outcome(failure=failures.model_error(exc))
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from pulid_server.store import JobStore
+from pulid_server.store import JobQueue
 
 log = logging.getLogger("pulid.reaper")
 
 
 class Reaper:
-    def __init__(self, store: JobStore, max_attempts: int, every_seconds: float = 1.0):
-        self._store = store
+    def __init__(self, queue: JobQueue, max_attempts: int, every_seconds: float = 1.0):
+        self._queue = queue
         self._max_attempts = max_attempts
         self._every = every_seconds
         self._stop = threading.Event()
@@ -29,6 +29,6 @@ class Reaper:
     def _loop(self) -> None:
         while not self._stop.wait(self._every):
             try:
-                self._store.reap(self._max_attempts)
+                self._queue.reap(self._max_attempts)
             except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
                 log.exception("reap failed")

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pulid_server.config import Settings
 from pulid_server.files import FetchError, post_json
-from pulid_server.store import Job, JobStore
+from pulid_server.store import Job, ServerValues, WebhookOutbox
 
 log = logging.getLogger("pulid.webhooks")
 SIGNING_KEY_NAME = "webhook_ed25519_private_key"
@@ -48,8 +48,8 @@ def webhook_body(job: Job) -> dict[str, Any]:
 class WebhookSigner:
     """fal-style signature: Ed25519 over `request_id\\nuser_id\\ntimestamp\\nsha256hex(body)`."""
 
-    def __init__(self, store: JobStore):
-        pem = store.server_value(SIGNING_KEY_NAME, _new_private_key_pem)
+    def __init__(self, values: ServerValues):
+        pem = values.server_value(SIGNING_KEY_NAME, _new_private_key_pem)
         key = serialization.load_pem_private_key(pem.encode(), password=None)
         assert isinstance(key, Ed25519PrivateKey)
         self._key = key
@@ -87,10 +87,10 @@ def retry_delay(attempt: int, base: float) -> float:
 
 
 class WebhookDispatcher:
-    def __init__(self, store: JobStore, settings: Settings):
-        self.store = store
+    def __init__(self, outbox: WebhookOutbox, signer: WebhookSigner, settings: Settings):
+        self.outbox = outbox
+        self.signer = signer
         self.settings = settings
-        self.signer = WebhookSigner(store)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="webhooks")
 
@@ -112,7 +112,7 @@ class WebhookDispatcher:
                 self._stop.wait(0.2)
 
     def deliver_one(self) -> bool:
-        task = self.store.claim_webhook(lease_seconds=self.settings.webhook_timeout_seconds * 2)
+        task = self.outbox.claim_webhook(lease_seconds=self.settings.webhook_timeout_seconds * 2)
         if task is None:
             return False
         body = json.dumps(webhook_body(task.job)).encode()
@@ -131,11 +131,11 @@ class WebhookDispatcher:
         except FetchError as exc:
             error = str(exc)
         if error is None:
-            self.store.webhook_done(task.job.id, delivered=True, error=None, retry_at=None)
+            self.outbox.webhook_done(task.job.id, delivered=True, error=None, retry_at=None)
             return True
         retry_at = None
         if task.attempts < self.settings.webhook_max_attempts:
             retry_at = time.time() + retry_delay(task.attempts, self.settings.webhook_retry_base_seconds)
         log.warning("webhook for %s failed (attempt %d): %s", task.job.id, task.attempts, error)
-        self.store.webhook_done(task.job.id, delivered=False, error=error, retry_at=retry_at)
+        self.outbox.webhook_done(task.job.id, delivered=False, error=error, retry_at=retry_at)
         return True

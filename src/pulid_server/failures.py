@@ -1,0 +1,77 @@
+"""Every way a request can fail, as fal reports it: `error_type`, HTTP status and message.
+
+The worker and the store record a `Failure` on the job; the result route replays its status, body and
+headers; the API answers its own unexpected errors from the same catalogue. 422 field lists (`detail`)
+are built here only. Protocol: reference/fal-protocol.md §6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+FieldError = dict[str, Any]  # {"loc": [...], "msg": ..., "type": ...}, as FastAPI reports a field
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a request ended badly. A 422 carries `field_errors`, which become its body's `detail`."""
+
+    error_type: str
+    status: int
+    message: str
+    field_errors: tuple[FieldError, ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        """The result route's JSON: `{"detail": message or field list, "error_type": ...}`."""
+        detail: Any = list(self.field_errors) if self.field_errors else self.message
+        return {"detail": detail, "error_type": self.error_type}
+
+
+# error_types of user input that is well-formed but unusable (raised by runners as UserInputError, 422)
+VALUE_ERROR = "value_error"
+NO_FACE = "no_face"
+INVALID_IMAGE = "invalid_image"
+
+REQUEST_CANCELLED = Failure("request_cancelled", 400, "Request was cancelled")
+REQUEST_TIMEOUT = Failure("request_timeout", 504, "Request timed out before it started")
+WORKER_CRASHED = Failure("worker_crashed", 503, "The worker died while running this request")
+GPU_OOM = Failure("gpu_oom", 503, "Out of GPU memory")
+INTERNAL_ERROR = Failure("internal_error", 500, "Internal server error")
+
+
+def model_error(exc: BaseException) -> Failure:
+    """Any other exception of a runner: the job fails, the worker goes on."""
+    return Failure("internal_error", 500, f"Model error: {type(exc).__name__}: {exc}")
+
+
+def user_input(message: str, loc: Sequence[str | int], error_type: str) -> Failure:
+    """Inputs that validated but cannot be used (no face, not an image...), blamed on the field at `loc`."""
+    return Failure(error_type, 422, message, (field_error(loc, message, error_type),))
+
+
+def invalid_input(exc: ValidationError) -> Failure:
+    """Inputs that fail their endpoint's model when the worker validates them again."""
+    return Failure("validation_error", 422, "Invalid input", tuple(validation_errors(exc)))
+
+
+def field_error(loc: Sequence[str | int], msg: str, error_type: str) -> FieldError:
+    """One entry of a 422 `detail` list; `loc` starts with where the field is (body, query, header)."""
+    return {"loc": list(loc), "msg": msg, "type": error_type}
+
+
+def validation_errors(exc: ValidationError, where: str = "body") -> list[FieldError]:
+    """pydantic's errors as FastAPI's 422 `detail` list, each `loc` prefixed with `where`."""
+    return [{**e, "loc": [where, *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)]
+
+
+def error_headers(error_type: str | None) -> dict[str, str]:
+    """The headers of an error response: fal's clients read the type from `X-Fal-Error-Type`."""
+    headers = {"X-Fal-Error-Type": error_type or INTERNAL_ERROR.error_type}
+    if error_type == REQUEST_TIMEOUT.error_type:
+        headers["X-Fal-Request-Timeout-Type"] = "user"  # the caller's X-Fal-Request-Timeout ran out
+    return headers

@@ -1,0 +1,72 @@
+"""The connection to the job store's database: a writer engine and a reader engine, one transaction each.
+
+SQLite (WAL): writers open with `BEGIN IMMEDIATE`, readers with a deferred `BEGIN`, on two pools, so that
+status polls never queue for the write lock. PostgreSQL: one pool for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = _engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.read_engine = _engine(url, writer=False) if self.is_sqlite else self.engine
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """A write transaction (committed on exit)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only connection that never takes SQLite's write lock."""
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    def ping(self) -> bool:
+        with self.read() as conn:
+            conn.execute(select(1))
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.read_engine.dispose()
+
+
+def _engine(url: str, *, writer: bool = True) -> Engine:
+    """A pooled engine. On SQLite, `writer` engines open every transaction with BEGIN IMMEDIATE and
+    reader engines with a plain (deferred) BEGIN, so that status polls never queue for the write lock."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Worker processes are spawned (never forked), so pooled connections are never shared across processes.
+    engine = create_engine(
+        url, pool_size=8, max_overflow=32, connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy emit BEGIN itself (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred read->write upgrade fails with
+        # SQLITE_BUSY at once, ignoring busy_timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine

@@ -1,0 +1,71 @@
+"""API keys: `key_id:secret`, stored as a hash of the secret and compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from pulid_server.store.database import Database
+from pulid_server.store.schema import api_keys
+
+
+def hash_secret(secret: str) -> str:
+    # Keys and tokens carry >= 128 bits of entropy, so a plain SHA-256 is enough (no bcrypt needed).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class SqlKeyStore:
+    def __init__(self, db: Database):
+        self._db = db
+
+    def create_key(self, name: str = "") -> str:
+        key_id, secret = uuid.uuid4().hex, secrets.token_hex(24)
+        with self._db.tx() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    key_id=key_id, name=name, secret_hash=hash_secret(secret), created_at=time.time()
+                )
+            )
+        return f"{key_id}:{secret}"
+
+    def authenticate(self, key: str) -> str | None:
+        key_id, sep, secret = key.partition(":")
+        if not sep or not key_id or len(key_id) > 64:
+            return None
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(api_keys.c.secret_hash).where(
+                    api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)
+                )
+            ).first()
+        if row is None:
+            return None
+        return key_id if hmac.compare_digest(row.secret_hash, hash_secret(secret)) else None
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self._db.read() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [
+            {
+                "key_id": r.key_id,
+                "name": r.name,
+                "created_at": r.created_at,
+                "revoked": r.revoked_at is not None,
+            }
+            for r in rows
+        ]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._db.tx() as conn:
+            res = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return res.rowcount == 1

@@ -1,0 +1,216 @@
+"""What the API and the workers may ask of the job store, one protocol per concern.
+
+`JobStore` is the facade they hold; each part owns its tables. `SqlJobStore` (sql.py) implements it over
+SQLAlchemy Core; another implementation (a faster queue, a test double) only has to match these.
+Every method is one short transaction and may block: async callers run it in a thread, except reads
+when `JobStore.inline_reads` says they never wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from pulid_server.failures import Failure
+from pulid_server.store.records import FinishedJob, Job, LogLine, QueueDepth, WebhookTask, WorkerInfo
+
+
+class KeyStore(Protocol):
+    """API keys (`key_id:secret`); only a hash of the secret is kept."""
+
+    def create_key(self, name: str = "") -> str:
+        """A new key, `key_id:secret`; the secret is not stored and cannot be shown again."""
+        ...
+
+    def authenticate(self, key: str) -> str | None:
+        """The key id of a valid, unrevoked `key_id:secret`, else None."""
+        ...
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """`{key_id, name, created_at, revoked}` of every key, oldest first (never secrets)."""
+        ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """False when no active key has this id."""
+        ...
+
+
+class JobQueue(Protocol):
+    """Jobs and their logs: submit, claim with a lease, heartbeat, cancel, complete, reap."""
+
+    def submit(
+        self,
+        *,
+        endpoint_id: str,
+        owner_key_id: str,
+        input_json: str,
+        base_url: str,
+        priority: int = 0,
+        webhook_url: str | None = None,
+        start_timeout: float | None = None,
+        idempotency_key: str | None = None,
+        max_queue_per_key: int = 10**9,
+        max_queue_total: int = 10**9,
+    ) -> tuple[Job, bool]:
+        """Persist a new IN_QUEUE job: (job, created). An idempotent replay returns (the first job, False).
+        Raises QueueFull past a cap (exact across API nodes)."""
+        ...
+
+    def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
+        """The job, or None when it does not exist or belongs to another key."""
+        ...
+
+    def queue_position(self, job: Job) -> int:
+        """Queued jobs of its endpoint that will be claimed before it."""
+        ...
+
+    def logs(self, job_id: str, after_id: int = 0) -> list[LogLine]:
+        """The job's log lines with id > `after_id`, in order."""
+        ...
+
+    def cancel(self, job_id: str, owner_key_id: str) -> str:
+        """'requested' (queued jobs end at once, running ones stop at the next step), 'completed' or 'not_found'."""
+        ...
+
+    def has_queued(self, endpoint_ids: list[str]) -> bool:
+        """Cheap read used by idle workers so that polling takes no write lock."""
+        ...
+
+    def claim(self, worker_id: str, endpoint_ids: list[str], lease_seconds: float) -> Job | None:
+        """Take the next queued job (priority, then FIFO) with a lease; never the same job twice."""
+        ...
+
+    def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease. False when the job is no longer ours (finished, cancelled, reclaimed)."""
+        ...
+
+    def release(self, job: Job, worker_id: str) -> None:
+        """Give a running job back to the queue (graceful shutdown) without counting the attempt."""
+        ...
+
+    def log(self, job_id: str, message: str, level: str = "INFO") -> None: ...
+
+    def append_logs(self, job_id: str, lines: list[tuple[str, str]]) -> bool:
+        """Write (message, level) lines at once; return whether the user asked to cancel."""
+        ...
+
+    def complete(
+        self,
+        job: Job,
+        worker_id: str,
+        output: dict[str, Any] | None,
+        failure: Failure | None = None,
+        inference_time: float | None = None,
+    ) -> bool:
+        """Record the end of a job we hold (and its webhook, in the same transaction). False if our lease
+        was lost (someone else owns it now)."""
+        ...
+
+    def reap(self, max_attempts: int) -> None:
+        """Fail queued jobs past their start deadline; requeue (or, after `max_attempts`, fail) running
+        jobs whose lease expired. Safe to run on every node at once."""
+        ...
+
+
+class WebhookOutbox(Protocol):
+    """One row per completed job that has a webhook URL, delivered by any API node under a lease."""
+
+    def claim_webhook(self, lease_seconds: float) -> WebhookTask | None:
+        """The next due delivery, leased to the caller; None when nothing is due."""
+        ...
+
+    def webhook_done(
+        self, job_id: str, *, delivered: bool, error: str | None, retry_at: float | None
+    ) -> None:
+        """Record an attempt: delivered, to retry at `retry_at`, or dead (neither)."""
+        ...
+
+    def webhook_state(self, job_id: str) -> dict[str, Any] | None:
+        """The outbox row of a job (state, attempts, last_error...), or None."""
+        ...
+
+
+class UploadGrants(Protocol):
+    """Short-lived upload capabilities: a PUT URL for one file, or a CDN token."""
+
+    def grant_upload(
+        self, owner_key_id: str, ttl: float, file_key: str | None = None, content_type: str | None = None
+    ) -> str:
+        """A new token valid for `ttl` seconds (only its hash is kept)."""
+        ...
+
+    def check_upload_grant(self, token: str) -> dict[str, Any] | None:
+        """The unexpired grant (`owner_key_id`, `file_key`, `content_type`, `expires_at`), or None."""
+        ...
+
+
+class ServerValues(Protocol):
+    """Values every node must share (the webhook signing key)."""
+
+    def server_value(self, name: str, make: Callable[[], str]) -> str:
+        """Get a shared value, creating it with `make()` once (first writer wins across nodes)."""
+        ...
+
+
+class ClusterView(Protocol):
+    """The whole deployment as the store sees it: live workers, queue depth, finished jobs."""
+
+    def register_worker(self, worker_id: str, endpoint_ids: list[str], device: str = "") -> None:
+        """Called once a worker has loaded its endpoints."""
+        ...
+
+    def worker_seen(self, worker_id: str, job_id: str | None = None) -> None: ...
+
+    def unregister_worker(self, worker_id: str) -> None: ...
+
+    def recent_workers(self, within_seconds: float) -> list[WorkerInfo]:
+        """Workers that reported in the last `within_seconds` (use the lease: older means presumed dead)."""
+        ...
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """Unfinished jobs by status, endpoint and priority."""
+        ...
+
+    def webhook_counts(self) -> dict[str, int]:
+        """Outbox rows by state."""
+        ...
+
+    def finished_since(
+        self, after: tuple[float, int], until: float, limit: int = 5000
+    ) -> Iterator[FinishedJob]:
+        """Jobs with (finished_at, seq) > `after` and finished_at <= `until`, in that order, in pages."""
+        ...
+
+
+class JobStore(Protocol):
+    """The facade the API and the workers use."""
+
+    @property
+    def keys(self) -> KeyStore: ...
+
+    @property
+    def queue(self) -> JobQueue: ...
+
+    @property
+    def outbox(self) -> WebhookOutbox: ...
+
+    @property
+    def uploads(self) -> UploadGrants: ...
+
+    @property
+    def values(self) -> ServerValues: ...
+
+    @property
+    def cluster(self) -> ClusterView: ...
+
+    @property
+    def inline_reads(self) -> bool:
+        """True when reads never wait for a lock or the network (SQLite in WAL mode), so that async code
+        may run them on the event loop instead of in a thread."""
+        ...
+
+    def ping(self) -> bool:
+        """True, or an exception when the database cannot be reached."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,326 @@
+"""The queue: jobs and their logs. Submit with caps and idempotency, claim with a lease, heartbeat,
+cancel, complete (writing the outbox row in the same transaction), reap expired deadlines and leases.
+
+SQLite serializes writers (`BEGIN IMMEDIATE`); PostgreSQL claims with `FOR UPDATE SKIP LOCKED` and takes
+an advisory lock around submits so that the queue caps stay exact across API nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from pulid_server import failures
+from pulid_server.failures import Failure
+from pulid_server.store import outbox
+from pulid_server.store.cluster import touch_worker
+from pulid_server.store.database import Database
+from pulid_server.store.records import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, LogLine, QueueFull
+from pulid_server.store.schema import job_logs, jobs
+
+_PG_SUBMIT_LOCK = 0x70756C6964 + 1  # advisory lock that makes the queue caps exact across API nodes
+
+
+class SqlJobQueue:
+    def __init__(self, db: Database):
+        self._db = db
+
+    # -- submit / read ----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        endpoint_id: str,
+        owner_key_id: str,
+        input_json: str,
+        base_url: str,
+        priority: int = 0,
+        webhook_url: str | None = None,
+        start_timeout: float | None = None,
+        idempotency_key: str | None = None,
+        max_queue_per_key: int = 10**9,
+        max_queue_total: int = 10**9,
+    ) -> tuple[Job, bool]:
+        if idempotency_key:
+            existing = self._find_idempotent(owner_key_id, idempotency_key)
+            if existing:
+                return existing, False
+        now = time.time()
+        values = dict(
+            id=str(uuid.uuid4()),
+            endpoint_id=endpoint_id,
+            owner_key_id=owner_key_id,
+            status=IN_QUEUE,
+            priority=priority,
+            input_json=input_json,
+            base_url=base_url,
+            webhook_url=webhook_url,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            start_deadline=now + start_timeout if start_timeout else None,
+            attempts=0,
+            cancel_requested=False,
+        )
+        try:
+            with self._db.tx() as conn:
+                if not self._db.is_sqlite:
+                    # Count-then-insert races between API nodes under READ COMMITTED; one transaction-scoped
+                    # lock serializes submits (held for a few ms), as SQLite's single writer already does.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SUBMIT_LOCK})
+                queued = select(func.count()).select_from(jobs).where(jobs.c.status == IN_QUEUE)
+                if conn.execute(queued).scalar_one() >= max_queue_total:
+                    raise QueueFull("the queue is full")
+                mine = queued.where(jobs.c.owner_key_id == owner_key_id)
+                if conn.execute(mine).scalar_one() >= max_queue_per_key:
+                    raise QueueFull("this key has too many queued requests")
+                row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).one()
+        except IntegrityError:
+            # Two submits raced with the same Idempotency-Key: the other one won.
+            existing = self._find_idempotent(owner_key_id, idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, False
+        return Job.from_row(row), True
+
+    def _find_idempotent(self, owner_key_id: str, key: str) -> Job | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(jobs).where(jobs.c.owner_key_id == owner_key_id, jobs.c.idempotency_key == key)
+            ).first()
+        return Job.from_row(row) if row else None
+
+    def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if owner_key_id is not None:
+            query = query.where(jobs.c.owner_key_id == owner_key_id)
+        with self._db.read() as conn:
+            row = conn.execute(query).first()
+        return Job.from_row(row) if row else None
+
+    def queue_position(self, job: Job) -> int:
+        ahead = (
+            select(func.count())
+            .select_from(jobs)
+            .where(
+                jobs.c.status == IN_QUEUE,
+                jobs.c.endpoint_id == job.endpoint_id,
+                or_(
+                    jobs.c.priority < job.priority,
+                    and_(jobs.c.priority == job.priority, jobs.c.seq < job.seq),
+                ),
+            )
+        )
+        with self._db.read() as conn:
+            return int(conn.execute(ahead).scalar_one())
+
+    def logs(self, job_id: str, after_id: int = 0) -> list[LogLine]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(job_logs.c.id, job_logs.c.ts, job_logs.c.level, job_logs.c.message)
+                .where(job_logs.c.job_id == job_id, job_logs.c.id > after_id)
+                .order_by(job_logs.c.id)
+            ).all()
+        return [LogLine(r.id, r.ts, r.level, r.message) for r in rows]
+
+    # -- cancel -----------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, owner_key_id: str) -> str:
+        job = self.get(job_id, owner_key_id)
+        if job is None:
+            return "not_found"
+        if job.status == COMPLETED:
+            return "completed"
+        with self._db.tx() as conn:
+            if self._finish(conn, job, None, failures.REQUEST_CANCELLED, only_if_status=IN_QUEUE):
+                return "requested"
+            res = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == IN_PROGRESS)
+                .values(cancel_requested=True)
+            )
+        return "requested" if res.rowcount else "completed"
+
+    # -- worker side ------------------------------------------------------------------------------------
+
+    def has_queued(self, endpoint_ids: list[str]) -> bool:
+        query = (
+            select(jobs.c.seq).where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(endpoint_ids)).limit(1)
+        )
+        with self._db.read() as conn:
+            return conn.execute(query).first() is not None
+
+    def claim(self, worker_id: str, endpoint_ids: list[str], lease_seconds: float) -> Job | None:
+        now = time.time()
+        with self._db.tx() as conn:
+            next_seq = (
+                select(jobs.c.seq)
+                .where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(endpoint_ids))
+                .order_by(jobs.c.priority, jobs.c.seq)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+            row = conn.execute(
+                update(jobs)
+                .where(jobs.c.seq == next_seq, jobs.c.status == IN_QUEUE)
+                .values(
+                    status=IN_PROGRESS,
+                    worker_id=worker_id,
+                    lease_until=now + lease_seconds,
+                    started_at=now,
+                    attempts=jobs.c.attempts + 1,
+                )
+                .returning(*jobs.c)
+            ).first()
+        return Job.from_row(row) if row else None
+
+    def reap(self, max_attempts: int) -> None:
+        now = time.time()
+        with self._db.read() as conn:
+            late = conn.execute(
+                select(jobs).where(jobs.c.status == IN_QUEUE, jobs.c.start_deadline < now).limit(100)
+            ).all()
+            stale = conn.execute(
+                select(jobs).where(jobs.c.status == IN_PROGRESS, jobs.c.lease_until < now).limit(100)
+            ).all()
+        if not late and not stale:
+            return
+        with self._db.tx() as conn:
+            for row in late:
+                self._finish(conn, Job.from_row(row), None, failures.REQUEST_TIMEOUT, only_if_status=IN_QUEUE)
+            for row in stale:
+                job = Job.from_row(row)
+                if job.cancel_requested or job.attempts >= max_attempts:
+                    failure = failures.REQUEST_CANCELLED if job.cancel_requested else failures.WORKER_CRASHED
+                    self._finish(
+                        conn,
+                        job,
+                        None,
+                        failure,
+                        only_if_status=IN_PROGRESS,
+                        worker_id=job.worker_id,
+                        expired_at=now,
+                    )
+                elif self._requeue(conn, job, now):
+                    _log(
+                        conn,
+                        job.id,
+                        f"worker lost; requeued (attempt {job.attempts} of {max_attempts})",
+                        "WARN",
+                    )
+
+    @staticmethod
+    def _requeue(conn: Connection, job: Job, now: float) -> bool:
+        # Re-checked at write time: the lease may have been renewed, or another node's reaper got here first.
+        res = conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.id == job.id,
+                jobs.c.status == IN_PROGRESS,
+                jobs.c.worker_id == job.worker_id,
+                jobs.c.lease_until < now,
+            )
+            .values(status=IN_QUEUE, worker_id=None, lease_until=None, started_at=None)
+        )
+        return res.rowcount == 1
+
+    def release(self, job: Job, worker_id: str) -> None:
+        with self._db.tx() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job.id, jobs.c.status == IN_PROGRESS, jobs.c.worker_id == worker_id)
+                .values(
+                    status=IN_QUEUE,
+                    worker_id=None,
+                    lease_until=None,
+                    started_at=None,
+                    attempts=jobs.c.attempts - 1,
+                )
+            )
+
+    def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+        with self._db.tx() as conn:
+            res = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == IN_PROGRESS)
+                .values(lease_until=time.time() + lease_seconds)
+            )
+            touch_worker(conn, worker_id, job_id)  # a busy worker is a live one
+        return res.rowcount == 1
+
+    def log(self, job_id: str, message: str, level: str = "INFO") -> None:
+        with self._db.tx() as conn:
+            _log(conn, job_id, message, level)
+
+    def append_logs(self, job_id: str, lines: list[tuple[str, str]]) -> bool:
+        now = time.time()
+        with self._db.tx() as conn:
+            conn.execute(
+                insert(job_logs),
+                [{"job_id": job_id, "ts": now, "level": lv, "message": m} for m, lv in lines],
+            )
+            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+
+    def complete(
+        self,
+        job: Job,
+        worker_id: str,
+        output: dict[str, Any] | None,
+        failure: Failure | None = None,
+        inference_time: float | None = None,
+    ) -> bool:
+        with self._db.tx() as conn:
+            return self._finish(
+                conn,
+                job,
+                output,
+                failure,
+                only_if_status=IN_PROGRESS,
+                worker_id=worker_id,
+                inference_time=inference_time,
+            )
+
+    @staticmethod
+    def _finish(
+        conn: Connection,
+        job: Job,
+        output: dict[str, Any] | None,
+        failure: Failure | None,
+        *,
+        only_if_status: str,
+        worker_id: str | None = None,
+        inference_time: float | None = None,
+        expired_at: float | None = None,
+    ) -> bool:
+        where = [jobs.c.id == job.id, jobs.c.status == only_if_status]
+        if worker_id is not None:
+            where.append(jobs.c.worker_id == worker_id)
+        if expired_at is not None:  # only if the lease is still expired now (not renewed since it was read)
+            where.append(jobs.c.lease_until < expired_at)
+        values: dict[str, Any] = dict(status=COMPLETED, finished_at=time.time(), lease_until=None)
+        if inference_time is not None:
+            values["inference_time"] = inference_time
+        if failure is None:
+            values["output_json"] = json.dumps(output)
+        else:
+            values.update(
+                error=failure.message,
+                error_type=failure.error_type,
+                error_status=failure.status,
+                error_body_json=json.dumps(failure.body()),
+            )
+        res = conn.execute(update(jobs).where(*where).values(**values))
+        if res.rowcount != 1:
+            return False
+        if job.webhook_url:
+            outbox.add(conn, job.id, job.webhook_url)
+        return True
+
+
+def _log(conn: Connection, job_id: str, message: str, level: str) -> None:
+    conn.execute(insert(job_logs).values(job_id=job_id, ts=time.time(), level=level, message=message))

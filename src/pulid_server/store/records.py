@@ -1,0 +1,97 @@
+"""What the job store hands out: rows as dataclasses, the job states and the queue's errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+PRIORITIES = {"normal": 0, "low": 1}
+
+
+class QueueFull(Exception):
+    """A submit past `max_queue_total` or `max_queue_per_key` queued jobs."""
+
+
+@dataclass
+class Job:
+    seq: int
+    id: str
+    endpoint_id: str
+    owner_key_id: str
+    status: str
+    priority: int
+    input_json: str
+    base_url: str
+    webhook_url: str | None
+    idempotency_key: str | None
+    created_at: float
+    start_deadline: float | None
+    started_at: float | None
+    finished_at: float | None
+    worker_id: str | None
+    lease_until: float | None
+    attempts: int
+    cancel_requested: bool
+    output_json: str | None
+    error: str | None
+    error_type: str | None
+    error_status: int | None
+    error_body_json: str | None
+    inference_time: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        m = row._mapping
+        return cls(**{f.name: m[f.name] for f in fields(cls)})
+
+    @property
+    def input(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.input_json)
+        return value
+
+
+@dataclass
+class LogLine:
+    id: int
+    ts: float
+    level: str
+    message: str
+
+
+@dataclass
+class WebhookTask:
+    job: Job
+    url: str
+    attempts: int
+
+
+@dataclass
+class WorkerInfo:
+    worker_id: str
+    hostname: str
+    pid: int
+    device: str
+    endpoints: list[str]
+    started_at: float
+    last_seen: float
+    job_id: str | None
+
+
+@dataclass
+class FinishedJob:
+    seq: int
+    endpoint_id: str
+    error_type: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float
+
+
+@dataclass
+class QueueDepth:
+    status: str
+    endpoint_id: str
+    priority: int
+    count: int

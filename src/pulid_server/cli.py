@@ -111,8 +111,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run one worker process (one per GPU) against a shared database and storage."""
+    from pulid_server.api.services.supervisor import settings_env
     from pulid_server.worker.loop import main
-    from pulid_server.worker.supervisor import settings_env
 
     settings = make_settings(
         data_dir=data_dir, database_url=database_url, storage=storage, model=model, device=device

@@ -1,5 +1,5 @@
-"""The FastAPI app factory: routers, fal routing middleware, and a lifespan that owns the store,
-the webhook dispatcher and (in embedded mode) the supervised worker processes."""
+"""The FastAPI app factory: routers, fal routing middleware, and a lifespan that owns the store and the
+API-side services (api/services/: webhook delivery, reaper and, in embedded mode, the supervised workers)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from pulid_server.api import health, metrics, storage
 from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router
 from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
 from pulid_server.api.run import build_run_router
+from pulid_server.api.services.completions import CompletionWaiters
+from pulid_server.api.services.reaper import Reaper
+from pulid_server.api.services.signing import WebhookSigner
+from pulid_server.api.services.supervisor import Supervisor
+from pulid_server.api.services.webhooks import WebhookDispatcher
 from pulid_server.api.state import AppState
 from pulid_server.config import Settings
 from pulid_server.store import open_job_store
-from pulid_server.worker.doorbell import CompletionWaiters
-from pulid_server.worker.reaper import Reaper
-from pulid_server.worker.supervisor import Supervisor
-from pulid_server.worker.webhooks import WebhookDispatcher, WebhookSigner
 
 log = logging.getLogger("pulid.api")
 

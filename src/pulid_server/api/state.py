@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
+from pulid_server.api.services.completions import CompletionWaiters
+from pulid_server.api.services.signing import WebhookSigner
+from pulid_server.api.services.supervisor import Supervisor
 from pulid_server.config import Settings
 from pulid_server.files import BlobStore
 from pulid_server.store import JobStore
-from pulid_server.worker.doorbell import CompletionWaiters
-from pulid_server.worker.supervisor import Supervisor
-from pulid_server.worker.webhooks import WebhookSigner
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Webhook delivery from the durable outbox: fal's payload, Ed25519 signature, retries with backoff.
+"""Webhook delivery from the durable outbox: fal's payload, signed (signing.py), retries with backoff.
 
 Any node may deliver: rows are claimed with a lease, so each terminal webhook is sent by one node at a
 time and retried across restarts until a 2xx or the attempt limit.
@@ -6,24 +6,18 @@ time and retried across restarts until a 2xx or the attempt limit.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import threading
 import time
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from pulid_server.api.services.signing import WebhookSigner
 from pulid_server.config import Settings
 from pulid_server.files import FetchError, post_json
-from pulid_server.store import Job, ServerValues, WebhookOutbox
+from pulid_server.store import Job, WebhookOutbox
 
 log = logging.getLogger("pulid.webhooks")
-SIGNING_KEY_NAME = "webhook_ed25519_private_key"
-USER_ID = "pulid-server"
 
 
 def webhook_body(job: Job) -> dict[str, Any]:
@@ -43,42 +37,6 @@ def webhook_body(job: Job) -> dict[str, Any]:
         "payload": json.loads(job.error_body_json or "null"),
         "error": job.error,
     }
-
-
-class WebhookSigner:
-    """fal-style signature: Ed25519 over `request_id\\nuser_id\\ntimestamp\\nsha256hex(body)`."""
-
-    def __init__(self, values: ServerValues):
-        pem = values.server_value(SIGNING_KEY_NAME, _new_private_key_pem)
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        self._key = key
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        self.public_x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-        self.kid = hashlib.sha256(raw).hexdigest()[:16]
-
-    def headers(self, request_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
-        ts = str(int(now if now is not None else time.time()))
-        message = f"{request_id}\n{USER_ID}\n{ts}\n{hashlib.sha256(body).hexdigest()}".encode()
-        return {
-            "X-Fal-Webhook-Request-Id": request_id,
-            "X-Fal-Webhook-User-Id": USER_ID,
-            "X-Fal-Webhook-Timestamp": ts,
-            "X-Fal-Webhook-Signature": self._key.sign(message).hex(),
-        }
-
-    def jwks(self) -> dict[str, Any]:
-        return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": self.public_x, "kid": self.kid, "use": "sig"}]}
-
-
-def _new_private_key_pem() -> str:
-    return (
-        Ed25519PrivateKey.generate()
-        .private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        .decode()
-    )
 
 
 def retry_delay(attempt: int, base: float) -> float:

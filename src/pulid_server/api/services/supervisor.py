@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from pulid_server.api.services.doorbell import ParentDoorbell
 from pulid_server.config import Settings
-from pulid_server.worker.doorbell import ParentDoorbell
 
 log = logging.getLogger("pulid.supervisor")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -107,20 +106,25 @@ def worker(
     model: ModelOpt = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     endpoint: Annotated[
-        list[str] | None, typer.Option(help="Serve only these endpoint ids (repeatable)")
+        list[str] | None,
+        typer.Option(
+            help="Serve only these endpoint ids (repeatable; env PULID_WORKER_ENDPOINTS, comma-separated)"
+        ),
     ] = None,
 ) -> None:
     """Run one worker process (one per GPU) against a shared database and storage."""
-    from pulid_server.api.services.supervisor import settings_env
-    from pulid_server.worker.loop import main
+    from pulid_server.worker.config import WorkerConfig
+    from pulid_server.worker.loop import run
 
     settings = make_settings(
-        data_dir=data_dir, database_url=database_url, storage=storage, model=model, device=device
+        data_dir=data_dir,
+        database_url=database_url,
+        storage=storage,
+        model=model,
+        device=device,
+        worker_endpoints=endpoint or None,
     )
-    os.environ.update(settings_env(settings))
-    if endpoint:
-        os.environ["PULID_WORKER_ENDPOINTS"] = ",".join(endpoint)
-    raise typer.Exit(main())
+    raise typer.Exit(run(WorkerConfig(settings)))
 
 
 @keys_app.command("create")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulid_server.model.families import Preset
 
@@ -36,6 +36,8 @@ class Settings(BaseSettings):
             (as JSON in `PULID_MODELS`).
         weights_dir: folder with the official files; empty means the Hugging Face cache.
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
+        worker_endpoints: endpoint ids the workers of this node load (comma-separated in the env);
+            empty means every registered endpoint.
 
     Queue:
         lease_seconds: a claimed job whose worker has not heartbeated for this long is requeued.
@@ -60,6 +62,7 @@ class Settings(BaseSettings):
     models: dict[str, Preset] = Field(default_factory=dict)
     weights_dir: Path | None = None
     device: str = "auto"
+    worker_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 2.0
@@ -80,6 +83,11 @@ class Settings(BaseSettings):
     webhook_retry_base_seconds: float = 5.0
 
     extra_endpoints: list[str] = Field(default_factory=list)
+
+    @field_validator("worker_endpoints", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [e for e in value.split(",") if e] if isinstance(value, str) else value
 
     def preset_for(self, endpoint_id: str) -> Preset:
         return self.models.get(endpoint_id, self.model)

@@ -1,5 +1,8 @@
+"""A supervised worker process: `python -m pulid_server.worker`, its WorkerConfig as JSON on stdin."""
+
 import sys
 
-from pulid_server.worker.loop import main
+from pulid_server.worker.config import WorkerConfig
+from pulid_server.worker.loop import run
 
-sys.exit(main())
+sys.exit(run(WorkerConfig.from_json(sys.stdin.read())))

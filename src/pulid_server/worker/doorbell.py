@@ -12,22 +12,12 @@ import os
 import select
 import threading
 
-WAKE_FD_ENV, DONE_FD_ENV = "PULID_WAKE_FD", "PULID_DONE_FD"
-
 
 class WorkerDoorbell:
     """Wait for a wake-up (or a timeout), announce finished jobs. Without pipes: only the timeout."""
 
     def __init__(self, wake_fd: int | None, done_fd: int | None):
         self._wake_fd, self._done_fd = wake_fd, done_fd
-
-    @classmethod
-    def from_env(cls) -> WorkerDoorbell:
-        def fd(name: str) -> int | None:
-            value = os.environ.get(name, "")
-            return int(value) if value.isdigit() else None
-
-        return cls(fd(WAKE_FD_ENV), fd(DONE_FD_ENV))
 
     def wait(self, timeout: float, stopping: threading.Event) -> None:
         if self._wake_fd is None:

@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pulid_server import endpoints, failures
-from pulid_server.config import Settings
 from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
 from pulid_server.failures import Failure
 from pulid_server.store import Job, open_job_store
 from pulid_server.worker.channel import JobChannel
+from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
 from pulid_server.worker.doorbell import WorkerDoorbell
 
@@ -46,24 +46,24 @@ class Outcome:
 
 @dataclass
 class Worker:
-    settings: Settings
-    endpoint_ids: list[str] = field(default_factory=list)
+    config: WorkerConfig
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
 
     def __post_init__(self) -> None:
+        self.settings = self.config.settings
         self.store = open_job_store(self.settings.resolved_database_url())
         self.blobs = self.settings.blob_store()
         self.stopping = threading.Event()
-        self.doorbell = WorkerDoorbell.from_env()
+        self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd)
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
 
     def load(self) -> None:
         endpoints.load_builtin_and_extra(self.settings.extra_endpoints)
-        wanted = self.endpoint_ids or [e.id for e in endpoints.all_endpoints()]
+        wanted = self.settings.worker_endpoints or [e.id for e in endpoints.all_endpoints()]
         for endpoint_id in wanted:
             endpoint = endpoints.get(endpoint_id)
             if endpoint is None:
@@ -176,12 +176,10 @@ def _is_oom(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
 
 
-def main() -> int:
-    """Entry point of a worker process (`pulid worker`, or spawned by `pulid serve`)."""
+def run(config: WorkerConfig) -> int:
+    """Run a worker process until SIGTERM (`pulid worker`, or spawned by `pulid serve`); its exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = Settings()
-    ids = [e for e in os.environ.get("PULID_WORKER_ENDPOINTS", "").split(",") if e]
-    worker = Worker(settings, endpoint_ids=ids)
+    worker = Worker(config)
     worker.install_signal_handlers()
     worker.load()
     try:

@@ -10,8 +10,6 @@ import os
 import threading
 from collections.abc import Callable
 
-from pulid_server.worker.doorbell import DONE_FD_ENV, WAKE_FD_ENV
-
 
 class ParentDoorbell:
     """Ring one worker's wake pipe; read its done pipe in a thread, calling `on_done(job_id)`."""
@@ -23,9 +21,6 @@ class ParentDoorbell:
         os.set_blocking(self.wake_read, False)
         self._on_done = on_done
         threading.Thread(target=self._read_done, daemon=True, name="doorbell").start()
-
-    def child_env(self) -> dict[str, str]:
-        return {WAKE_FD_ENV: str(self.wake_read), DONE_FD_ENV: str(self.done_write)}
 
     def child_fds(self) -> tuple[int, int]:
         """(wake_fd, done_fd): the ends the worker process inherits."""

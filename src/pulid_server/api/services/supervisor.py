@@ -1,14 +1,13 @@
 """Runs worker processes beside the API (`pulid serve --workers N`) and restarts them when they die.
 
 The model lives in these child processes so that a crash, an OOM or a kill -9 costs one job attempt
-(requeued by its lease), never the API.
+(requeued by its lease), never the API. Each child gets its WorkerConfig (these settings and its doorbell
+pipes) as JSON on stdin.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -18,18 +17,9 @@ from collections.abc import Callable
 
 from pulid_server.api.services.doorbell import ParentDoorbell
 from pulid_server.config import Settings
+from pulid_server.worker.config import WorkerConfig
 
 log = logging.getLogger("pulid.supervisor")
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as PULID_* variables, so a child process sees exactly this configuration."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[f"PULID_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
-    return env
 
 
 class Supervisor:
@@ -62,13 +52,19 @@ class Supervisor:
             old, self.bells[i] = self.bells[i], bell
             if old is not None:
                 old.close()
-        self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "pulid_server.worker"],
-            env={**settings_env(self.settings), **bell.child_env()},
-            pass_fds=bell.child_fds(),
+        wake_fd, done_fd = bell.child_fds()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pulid_server.worker"], stdin=subprocess.PIPE, pass_fds=(wake_fd, done_fd)
         )
+        self.procs[i] = proc
         bell.spawned()
-        log.info("worker %d started (pid %d)", i, self.procs[i].pid)  # type: ignore[union-attr]
+        assert proc.stdin is not None
+        try:  # a few KB: fits the pipe buffer, so this never waits on the child
+            with proc.stdin:
+                proc.stdin.write(WorkerConfig(self.settings, wake_fd, done_fd).to_json().encode())
+        except BrokenPipeError:  # it died at once; the watcher restarts it
+            pass
+        log.info("worker %d started (pid %d)", i, proc.pid)
 
     def ring(self) -> None:
         """A job was queued: wake idle workers now instead of at their next poll."""

@@ -64,9 +64,9 @@ def field_error(loc: Sequence[str | int], msg: str, error_type: str) -> FieldErr
     return {"loc": list(loc), "msg": msg, "type": error_type}
 
 
-def validation_errors(exc: ValidationError, where: str = "body") -> list[FieldError]:
-    """pydantic's errors as FastAPI's 422 `detail` list, each `loc` prefixed with `where`."""
-    return [{**e, "loc": [where, *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)]
+def validation_errors(exc: ValidationError) -> list[FieldError]:
+    """pydantic's errors on a request body as FastAPI's 422 `detail` list."""
+    return [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)]
 
 
 def error_headers(error_type: str | None) -> dict[str, str]:

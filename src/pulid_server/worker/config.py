@@ -1,8 +1,9 @@
 """Everything a worker process is told when it starts, in one object.
 
 `pulid worker` builds it in-process from flags and `PULID_*` variables. A supervised worker (`pulid
-serve`) gets it as JSON on stdin from its parent, so that its settings are exactly the parent's and no
-secret (a database password) appears in its command line or environment.
+serve`) gets it as JSON on stdin from its parent, so that its settings are exactly the parent's and
+nothing is written into its command line or environment (a database password given as a flag stays
+out of both).
 """
 
 from __future__ import annotations

@@ -50,8 +50,20 @@ def model_error(exc: BaseException) -> Failure:
 
 
 def user_input(message: str, loc: Sequence[str | int], error_type: str) -> Failure:
-    """Inputs that validated but cannot be used (no face, not an image...), blamed on the field at `loc`."""
-    return Failure(error_type, 422, message, (field_error(loc, message, error_type),))
+    """Inputs that validated but cannot be used (no face, not an image...), blamed on the field at `loc`.
+    The request's error names the field once ("reference_images[0].image_url: no face found"); its field
+    error does not repeat it, since clients print `loc` beside `msg`."""
+    path = field_path(loc)
+    summary = f"{path}: {message}" if path else message
+    return Failure(error_type, 422, summary, (field_error(loc, message, error_type),))
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """("body", "reference_images", 0, "image_url") -> "reference_images[0].image_url"."""
+    path = ""
+    for part in loc[1:] if loc[:1] in (["body"], ("body",)) else loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path
 
 
 def invalid_input(exc: ValidationError) -> Failure:

@@ -37,6 +37,7 @@ def test_generates_pngs_of_the_requested_size(server: Server) -> None:
         assert "error" not in done, done
         messages = [line["message"] for line in done["logs"]]
         assert "step 4/4" in messages
+        assert done["logs"][0]["level"] == "WARN" and "`pulid weights download`" in messages[0]
         result = c.get(sub["response_url"]).json()
         assert result["seed"] == 42 and len(result["images"]) == 2
         for image in result["images"]:
@@ -73,3 +74,21 @@ def test_faceless_reference_fails_naming_the_image(server: Server) -> None:
         r = c.get(sub["response_url"])
         assert r.status_code == 422
         assert r.json()["detail"][0]["loc"] == ["body", "reference_images", 1, "image_url"]
+
+
+def test_the_tiny_models_noise_is_said_per_endpoint(server: Server) -> None:
+    """The worker reports the preset it loaded; readiness and the schema name the endpoints on random
+    weights, with the command that fixes it, and only those (the test endpoints load no model)."""
+    ready = httpx.get(server.url + "/health/ready").json()
+    assert ready["models"] == {"fal-ai/pulid": ["tiny"]}
+    assert list(ready["random_weights"]) == ["fal-ai/pulid"]
+    notice = ready["random_weights"]["fal-ai/pulid"]
+    assert "noise" in notice and "`pulid weights download`" in notice
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    for path in ("/queue/fal-ai/pulid", "/run/fal-ai/pulid"):
+        assert paths[path]["post"]["description"].startswith(f"**{notice}**"), path
+    assert "pulid weights download" not in paths["/queue/test/echo"]["post"].get("description", "")
+    with server.client() as c:
+        sub = c.post("/queue/test/echo", json={"steps": 1}).json()
+        logs = wait_completed(c, sub["status_url"])["logs"]
+    assert [line["message"] for line in logs] == ["step 1/1"]

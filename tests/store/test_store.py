@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, select, text, update
 
 from pulid_server.failures import Failure
 from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, QueueFull, SqlJobStore
@@ -341,6 +341,26 @@ def test_worker_registry(store: SqlJobStore) -> None:
     assert [w.worker_id for w in store.cluster.recent_workers(10)] == ["w2"]
     store.cluster.unregister_worker("w2")
     assert store.cluster.recent_workers(10) == []
+
+
+def test_workers_report_the_model_preset_of_each_endpoint(store: SqlJobStore) -> None:
+    store.cluster.register_worker("w1", ["fal-ai/pulid", ECHO], "cpu", {"fal-ai/pulid": "tiny"})
+    store.cluster.register_worker("w2", [ECHO])
+    assert [w.presets for w in store.cluster.recent_workers(10)] == [{"fal-ai/pulid": "tiny"}, {}]
+
+
+def test_a_v1_database_is_migrated_to_record_presets(store: SqlJobStore, store_url: str) -> None:
+    with store.db.engine.begin() as conn:  # what a v1 node left behind: no presets column, version 1
+        conn.execute(text("ALTER TABLE workers DROP COLUMN presets"))
+        conn.execute(update(server_values).where(server_values.c.name == "schema_version").values(value="1"))
+    store.close()
+    upgraded = SqlJobStore(store_url)
+    upgraded.cluster.register_worker("w1", ["fal-ai/pulid"], presets={"fal-ai/pulid": "official"})
+    assert upgraded.cluster.recent_workers(10)[0].presets == {"fal-ai/pulid": "official"}
+    with upgraded.db.engine.begin() as conn:
+        version = conn.execute(select(server_values.c.value).where(server_values.c.name == "schema_version"))
+        assert version.scalar() == str(SCHEMA_VERSION) == "2"
+    upgraded.close()
 
 
 def test_queue_depths_and_finished_cursor(store: SqlJobStore) -> None:

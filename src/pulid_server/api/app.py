@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from pulid_server import __version__, endpoints, failures, web
 from pulid_server.api import health, metrics, storage
+from pulid_server.api.model_status import openapi_with_notices, random_weight_notices
 from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router
 from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
 from pulid_server.api.run import build_run_router
@@ -73,6 +74,20 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
     app.include_router(metrics.router)
     app.include_router(web.router)
     app.add_middleware(FalRoutingMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    def notices() -> dict[str, str]:
+        # FastAPI calls app.openapi() inline in its async route: one read of the small, indexed workers
+        # table on a rarely fetched document. A failing store must not take the schema down with it.
+        state: AppState | None = getattr(app.state, "pulid", None)
+        try:
+            workers = (
+                state.store.cluster.recent_workers(health.worker_alive_window(settings)) if state else []
+            )
+        except Exception:  # noqa: BLE001
+            return {}
+        return random_weight_notices(workers)
+
+    app.openapi = openapi_with_notices(app.openapi, notices)  # type: ignore[method-assign]
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from pulid_server.api.model_status import loaded_models, random_weight_notices
 from pulid_server.api.state import AppState, app_state
 from pulid_server.config import Settings
 
@@ -26,8 +27,10 @@ async def live() -> dict[str, str]:
     "/health/ready",
     summary="The store is reachable and (if this node runs workers) one is alive",
     description="Also reports, for information, the workers of the whole deployment that reported within "
-    "the lease time (`workers_recent`) and the endpoints they have loaded (`endpoints_ready`). An API-only "
-    "node (`--workers 0`) is ready without them: requests queue until a worker comes.",
+    "the lease time (`workers_recent`), the endpoints they have loaded (`endpoints_ready`), the model preset "
+    "each endpoint loaded (`models`, e.g. `official` or `tiny`) and, for endpoints that run the tiny model's "
+    "random weights, what to do about it (`random_weights`). An API-only node (`--workers 0`) is ready "
+    "without workers: requests queue until a worker comes.",
 )
 async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
     checks: dict[str, Any] = {}
@@ -38,6 +41,8 @@ async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
         )
         checks["workers_recent"] = len(workers)
         checks["endpoints_ready"] = sorted({e for w in workers for e in w.endpoints})
+        checks["models"] = loaded_models(workers)
+        checks["random_weights"] = random_weight_notices(workers)
     except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
         checks["store"] = False
         checks["store_error"] = type(exc).__name__

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import importlib
 
-from pulid_server.endpoints.base import Endpoint, JobCancelled, JobContext, Runner, UserInputError
+from pulid_server.endpoints.base import (
+    RANDOM_WEIGHT_PRESETS,
+    Endpoint,
+    JobCancelled,
+    JobContext,
+    Runner,
+    UserInputError,
+    loaded_preset,
+    random_weights_notice,
+)
 
 _REGISTRY: dict[str, Endpoint] = {}
 
@@ -30,6 +39,7 @@ def load_builtin_and_extra(extra_modules: list[str]) -> None:
 
 
 __all__ = [
+    "RANDOM_WEIGHT_PRESETS",
     "Endpoint",
     "JobCancelled",
     "JobContext",
@@ -38,5 +48,7 @@ __all__ = [
     "all_endpoints",
     "get",
     "load_builtin_and_extra",
+    "loaded_preset",
+    "random_weights_notice",
     "register",
 ]

@@ -23,14 +23,15 @@ class JobCancelled(Exception):
 class UserInputError(Exception):
     """The inputs were well-formed but unusable (no face, not an image...). Ends the job with a 422.
 
-    `loc` names the field, e.g. ("body", "reference_images", 0, "image_url").
+    `loc` names the field, e.g. ("body", "reference_images", 0, "image_url"); `message` says what is wrong
+    with it and does not repeat its name.
     """
 
     def __init__(
         self, message: str, loc: tuple[str | int, ...] = ("body",), error_type: str = failures.VALUE_ERROR
     ):
         super().__init__(message)
-        self.message = message
+        self.message = message  # what is wrong, without the field's name: clients print `loc` beside it
         self.loc = loc
         self.error_type = error_type
 
@@ -54,6 +55,25 @@ class JobContext(Protocol):
 
 class Runner(Protocol):
     def __call__(self, inputs: Any, ctx: JobContext) -> BaseModel: ...
+
+
+# Presets whose weights are seeded random numbers: they run the real code path, but their images are noise.
+RANDOM_WEIGHT_PRESETS = frozenset({"tiny"})
+WEIGHTS_FIX = "pulid weights download"
+
+
+def loaded_preset(runner: Runner) -> str:
+    """The model preset a runner loaded (`official`, `tiny`...), as it tells in a `preset` attribute; ""
+    for runners with no model. The worker reports it, since `auto` may have fallen back to tiny."""
+    return str(getattr(runner, "preset", ""))
+
+
+def random_weights_notice(endpoint_id: str) -> str:
+    """What users are told wherever they meet an endpoint that runs on random weights."""
+    return (
+        f"{endpoint_id} runs the tiny model (seeded random weights): its images are noise by design. "
+        f"For real images run `{WEIGHTS_FIX}` on the server, then restart it."
+    )
 
 
 @dataclass(frozen=True)

@@ -149,11 +149,13 @@ def load_runner(settings: Settings) -> Any:
         try:
             images = pipeline.generate(request, on_step=ctx.progress, log=ctx.log)
         except NoFaceError as exc:
+            message = f"no face found: {exc.detail}" if exc.detail else "no face found"
             raise UserInputError(
-                str(exc), ("body", "reference_images", exc.index, "image_url"), failures.NO_FACE
+                message, ("body", "reference_images", exc.index, "image_url"), failures.NO_FACE
             ) from exc
         return PulidOutput(images=[Image(**ctx.save_image(img)) for img in images], seed=seed)
 
+    run.preset = pipeline.preset  # type: ignore[attr-defined]  # read by endpoints.loaded_preset
     return run
 
 

@@ -7,6 +7,7 @@ many jobs the table holds.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -34,8 +35,14 @@ class SqlClusterView:
 
     # -- worker registry ----------------------------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, endpoint_ids: list[str], device: str = "") -> None:
-        """Called once a worker has loaded its endpoints."""
+    def register_worker(
+        self,
+        worker_id: str,
+        endpoint_ids: list[str],
+        device: str = "",
+        presets: dict[str, str] | None = None,
+    ) -> None:
+        """Called once a worker has loaded its endpoints; `presets` names the model each one loaded."""
         now = time.time()
         with self._db.tx() as conn:
             conn.execute(delete(workers).where(workers.c.last_seen < now - WORKER_ROW_TTL_SECONDS))
@@ -47,6 +54,7 @@ class SqlClusterView:
                     pid=os.getpid(),
                     device=device[:64],
                     endpoints=",".join(endpoint_ids),
+                    presets=json.dumps(presets or {}),
                     started_at=now,
                     last_seen=now,
                 )
@@ -79,6 +87,7 @@ class SqlClusterView:
                 r.started_at,
                 r.last_seen,
                 r.job_id,
+                json.loads(r.presets or "{}"),
             )
             for r in rows
         ]

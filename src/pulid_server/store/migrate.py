@@ -17,8 +17,13 @@ VERSION_KEY = "schema_version"
 # Any constant: the advisory lock that serializes schema creation between PostgreSQL nodes.
 _PG_SCHEMA_LOCK = 0x70756C6964  # "pulid"
 
-# version -> the step that brings a database from version - 1 to it. Empty while only v1 exists.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+def _v2_worker_presets(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE workers ADD COLUMN presets TEXT NOT NULL DEFAULT '{}'"))
+
+
+# version -> the step that brings a database from version - 1 to it.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_worker_presets}
 
 
 class SchemaTooNew(RuntimeError):

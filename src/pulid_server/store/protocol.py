@@ -155,8 +155,15 @@ class ServerValues(Protocol):
 class ClusterView(Protocol):
     """The whole deployment as the store sees it: live workers, queue depth, finished jobs."""
 
-    def register_worker(self, worker_id: str, endpoint_ids: list[str], device: str = "") -> None:
-        """Called once a worker has loaded its endpoints."""
+    def register_worker(
+        self,
+        worker_id: str,
+        endpoint_ids: list[str],
+        device: str = "",
+        presets: dict[str, str] | None = None,
+    ) -> None:
+        """Called once a worker has loaded its endpoints; `presets` names the model preset each one loaded
+        (endpoint id -> `official`, `tiny`...), so API nodes can say which endpoints run random weights."""
         ...
 
     def worker_seen(self, worker_id: str, job_id: str | None = None) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
@@ -77,6 +77,7 @@ class WorkerInfo:
     started_at: float
     last_seen: float
     job_id: str | None
+    presets: dict[str, str] = field(default_factory=dict)  # endpoint id -> model preset it loaded
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy import (
 
 # Bump only for changes that `create_all` cannot make by itself (new columns, changed meanings), and add
 # the step to store/migrate.py. New tables and indexes need no bump: they are created at start-up.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 metadata = MetaData()
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived queues.
@@ -125,5 +125,8 @@ workers = Table(
     Column("started_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Column("job_id", String(64)),  # the job it is running, if any
+    # JSON {endpoint id: model preset it loaded}, e.g. {"fal-ai/pulid": "tiny"}: "auto" may fall back to the
+    # random-weight tiny preset, and API nodes say so per endpoint (readiness, playground, schema). (v2)
+    Column("presets", Text, nullable=False, default="{}", server_default="{}"),
 )
 Index("ix_workers_seen", workers.c.last_seen)

@@ -20,7 +20,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pulid_server import endpoints, failures
-from pulid_server.endpoints import Endpoint, JobCancelled, Runner, UserInputError
+from pulid_server.endpoints import (
+    RANDOM_WEIGHT_PRESETS,
+    Endpoint,
+    JobCancelled,
+    Runner,
+    UserInputError,
+    loaded_preset,
+    random_weights_notice,
+)
 from pulid_server.failures import Failure
 from pulid_server.store import Job, open_job_store
 from pulid_server.worker.channel import JobChannel
@@ -58,6 +66,7 @@ class Worker:
         self.stopping = threading.Event()
         self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd)
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
+        self.presets: dict[str, str] = {}  # endpoint id -> the model preset its runner loaded
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
 
@@ -70,6 +79,9 @@ class Worker:
                 raise SystemExit(f"unknown endpoint {endpoint_id!r}")
             log.info("loading %s", endpoint_id)
             self.runners[endpoint_id] = (endpoint, endpoint.load_runner(self.settings))
+            self.presets[endpoint_id] = loaded_preset(self.runners[endpoint_id][1])
+            if self.presets[endpoint_id] in RANDOM_WEIGHT_PRESETS:
+                log.warning(random_weights_notice(endpoint_id))
         log.info("worker %s ready: %s", self.worker_id, ", ".join(self.runners))
 
     def install_signal_handlers(self) -> None:
@@ -85,7 +97,8 @@ class Worker:
     def run_forever(self) -> int:
         ids = list(self.runners)
         # Seen by /health/ready and /metrics on every API node; the row exists once the models are loaded.
-        self.store.cluster.register_worker(self.worker_id, ids, self.settings.device)
+        presets = {e: p for e, p in self.presets.items() if p}
+        self.store.cluster.register_worker(self.worker_id, ids, self.settings.device, presets)
         try:
             return self._loop(ids)
         finally:
@@ -150,6 +163,8 @@ class Worker:
 
     def _run(self, endpoint: Endpoint, runner: Runner, job: Job, channel: JobChannel) -> Outcome:
         ctx = WorkerJobContext(job, channel, self.blobs, self.settings)
+        if self.presets.get(job.endpoint_id) in RANDOM_WEIGHT_PRESETS:
+            ctx.log(random_weights_notice(job.endpoint_id), "WARN")
         try:
             inputs = endpoint.input_model.model_validate(job.input)
             result = runner(inputs, ctx)
@@ -159,8 +174,9 @@ class Worker:
             ctx.log("cancelled", "WARN")
             return Outcome(failure=failures.REQUEST_CANCELLED)
         except UserInputError as exc:
-            ctx.log(exc.message, "ERROR")
-            return Outcome(failure=failures.user_input(exc.message, exc.loc, exc.error_type))
+            failure = failures.user_input(exc.message, exc.loc, exc.error_type)
+            ctx.log(failure.message, "ERROR")
+            return Outcome(failure=failure)
         except ValidationError as exc:
             return Outcome(failure=failures.invalid_input(exc))
         except Exception as exc:  # noqa: BLE001 - any model error ends this job, not the worker

@@ -208,6 +208,7 @@ async function finish(entry, live, completed) {
     if (entry.status === "FAILED" && entry.error.detail.length) state.form.showErrors(entry.error.detail);
   }
   renderHistoryCount();
+  showModelNotice(); // a worker may have (re)loaded since the page opened
 }
 
 async function cancelActive() {
@@ -235,6 +236,23 @@ function useSeed(seed) {
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// -- model notice -----------------------------------------------------------------------------------
+
+// A banner when the endpoint runs the tiny model (random weights: noise by design), as readiness reports it
+// from what the workers loaded; the notice names the command that fixes it, shown as code.
+async function showModelNotice() {
+  let notice = "";
+  try {
+    const ready = await (await fetch("/health/ready", { headers: { Accept: "application/json" } })).json();
+    notice = ready?.random_weights?.[endpointId] || "";
+  } catch {
+    return; // readiness unreachable: keep what is shown
+  }
+  const box = $("#model-notice");
+  box.replaceChildren(...notice.split("`").map((part, i) => (i % 2 ? h("code", {}, part) : part)));
+  box.hidden = !notice;
 }
 
 // -- history ----------------------------------------------------------------------------------------
@@ -314,6 +332,7 @@ async function main() {
   setupKey();
   selectTab = setupTabs();
   renderHistoryCount();
+  showModelNotice();
   let schema;
   try {
     schema = await loadInputSchema(endpointId);

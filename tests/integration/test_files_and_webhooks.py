@@ -86,6 +86,19 @@ def test_bad_image_ends_job_with_error_naming_the_field(server: Server) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "image_url"]
 
 
+def test_missing_own_file_is_no_such_uploaded_file(server: Server) -> None:
+    """A /files/ URL of this server that names nothing is read from the blob store (never fetched), and
+    the error names the field once: in `loc`, not again in the message."""
+    with server.client() as c:
+        for url in (f"{server.url}/files/nope.png", f"{server.url}/files/uploads/missing/face.png"):
+            sub = c.post("/queue/test/image", json={"image_url": url}).json()
+            done = wait_completed(c, sub["status_url"])
+            assert done["error"] == f"image_url: no such uploaded file on this server: {url}"
+            [detail] = c.get(sub["response_url"]).json()["detail"]
+            assert detail["loc"] == ["body", "image_url"]
+            assert detail["msg"] == f"no such uploaded file on this server: {url}"
+
+
 def test_upload_too_large_is_413(server: Server) -> None:
     with server.client() as c:
         urls = c.post("/rest/storage/upload/initiate", json={"file_name": "x.bin"}).json()

@@ -12,6 +12,7 @@ from pulid_server import failures
 from pulid_server.config import Settings
 from pulid_server.endpoints import JobCancelled, UserInputError
 from pulid_server.files import (
+    BlobKeyError,
     BlobStore,
     DataURIError,
     FetchError,
@@ -25,17 +26,22 @@ from pulid_server.store import Job
 from pulid_server.worker.channel import JobChannel
 
 # Keys under these prefixes are ours: a URL whose path is /files/<key> is read from the blob store
-# directly (no HTTP request leaves the worker, whatever host the URL names).
+# directly (no HTTP request leaves the worker, whatever host the URL names). So is any /files/ URL on this
+# server's own base URL: a missing one is "no such uploaded file", not a refused loopback fetch.
 OWN_KEY_PREFIXES = ("uploads/", "outputs/")
 
 
-def own_file_key(url: str) -> str | None:
-    path = urlsplit(url).path
-    _, sep, key = path.partition("/files/")
+def own_file_key(url: str, own_bases: tuple[str, ...] = ()) -> str | None:
+    """The blob key of a URL that names one of our files, else None (the URL is fetched)."""
+    parts = urlsplit(url)
+    _, sep, key = parts.path.partition("/files/")
     key = unquote(key)
-    if sep and key.startswith(OWN_KEY_PREFIXES) and ".." not in key:
+    if not sep or ".." in key:
+        return None
+    if key.startswith(OWN_KEY_PREFIXES):
         return key
-    return None
+    own_origins = {(base.scheme, base.netloc) for base in map(urlsplit, own_bases)}
+    return key if (parts.scheme, parts.netloc) in own_origins and parts.path.startswith("/files/") else None
 
 
 class WorkerJobContext:
@@ -56,22 +62,24 @@ class WorkerJobContext:
             raise JobCancelled()
 
     def load_image(self, url: str, loc: tuple[str | int, ...]) -> tuple[bytes, Image.Image]:
-        name = _field_name(loc)
         try:
-            data = self._read_url(url, name)
+            data = self._read_url(url)
             return data, open_image(data, max_pixels=self._settings.max_image_pixels)
         except (FetchError, DataURIError, ImageDecodeError) as exc:
-            raise UserInputError(f"{name}: {exc}", loc, failures.INVALID_IMAGE) from exc
+            raise UserInputError(str(exc), loc, failures.INVALID_IMAGE) from exc
 
-    def _read_url(self, url: str, name: str) -> bytes:
+    def _read_url(self, url: str) -> bytes:
         limit = self._settings.max_file_bytes
         if url.startswith("data:"):
             return decode_data_uri(url, max_bytes=self._settings.max_data_uri_bytes)[1]
-        key = own_file_key(url)
+        key = own_file_key(url, (self._base, self._job.base_url))
         if key is not None:
-            blob = self._blobs.get(key)
+            try:
+                blob = self._blobs.get(key)
+            except BlobKeyError:
+                blob = None
             if blob is None:
-                raise FetchError(f"file not found: {url}")
+                raise FetchError(f"no such uploaded file on this server: {url}")
             return blob.data
         data, _ = fetch_bytes(
             url,
@@ -94,11 +102,3 @@ class WorkerJobContext:
             "width": image.width,
             "height": image.height,
         }
-
-
-def _field_name(loc: tuple[str | int, ...]) -> str:
-    """("body", "reference_images", 1, "image_url") -> "reference_images[1].image_url"."""
-    out = ""
-    for part in loc[1:]:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out or "body"

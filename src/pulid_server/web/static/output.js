@@ -32,6 +32,12 @@ export function applyEvent(live, event) {
   }
 }
 
+// ["body", "reference_images", 0, "image_url"] -> "reference_images[0].image_url"
+export function fieldPath(loc) {
+  const parts = (loc || []).filter((p, i) => !(i === 0 && p === "body"));
+  return parts.reduce((path, p) => (typeof p === "number" ? `${path}[${p}]` : path ? `${path}.${p}` : p), "") || "body";
+}
+
 export function errorTitle(errorType) {
   return ERROR_TITLES[errorType] || `The request failed${errorType ? ` (${errorType})` : ""}`;
 }
@@ -112,11 +118,13 @@ export class OutputView {
     if (failed) {
       const err = entry.error || {};
       this.el.error.dataset.errorType = err.error_type || "";
-      const details = (err.detail || []).filter((d) => d.msg && d.msg !== err.message);
+      const lines = (err.detail || []).filter((d) => d.msg).map((d) => `${fieldPath(d.loc)}: ${d.msg}`);
+      const said = lines.some((line) => line === err.message || line.endsWith(`: ${err.message}`));
+      const message = said ? "" : err.message; // the field's line below says it already
       this.el.error.replaceChildren(
         h("strong", {}, errorTitle(err.error_type)),
-        err.message && err.error_type !== "request_cancelled" ? h("p", {}, err.message) : null,
-        ...details.map((d) => h("p", {}, `${(d.loc || []).join(".")}: ${d.msg}`)),
+        message && err.error_type !== "request_cancelled" ? h("p", {}, message) : null,
+        ...lines.map((line) => h("p", {}, line)),
         err.error_type && err.error_type !== "request_cancelled" ? h("p.hint", {}, "error_type: ", h("code", {}, err.error_type)) : null);
       this.setStatus(entry.status === "CANCELLED" ? "Request cancelled." : "Request failed.");
     }

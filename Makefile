@@ -1,7 +1,12 @@
 # One-command entry points. `make serve` and `make test` work on a fresh machine with Python 3.11+.
+#   make serve PORT=8001        another port (also HOST=0.0.0.0)
+#   make serve TORCH=cpu|cuda   force a torch build (default: auto, see scripts/install-torch.sh), or pip
+#                               arguments: TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH ?= torch==2.13.0
+TORCH ?= auto
+PORT ?=
+HOST ?=
 PYTEST_ARGS ?=
 
 .PHONY: install install-test serve test bench clean
@@ -11,14 +16,16 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -q $(TORCH)
+	TORCH='$(TORCH)' sh scripts/install-torch.sh $(PY)
 	$(PY) -m pip install -q -e .
 
 install-test: install
 	$(PY) -m pip install -q -e '.[test]'
 
+# The access log (one line per request) is on here, off by default in `pulid serve`: PULID_ACCESS_LOG=0 turns it off.
+serve: export PULID_ACCESS_LOG ?= true
 serve: install
-	$(VENV)/bin/pulid serve --model auto
+	$(VENV)/bin/pulid serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import errno
 import logging
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
 
 from pulid_server.client.cli import register_commands
 from pulid_server.config import Settings
@@ -20,21 +25,33 @@ app = typer.Typer(help="pulid-server: self-hosted PuLID behind fal's queue API."
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
+# Every flag of serve / worker / keys has a PULID_* environment variable (`envvar`, shown by --help); the
+# Settings-backed ones are the same variables `Settings` reads. tests/test_docs.py checks both claims.
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="SQLite database and local files (default: ./data)")
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="PULID_DATA_DIR", help="SQLite database and local files (default: ./data)"
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
-        "--database-url", help="sqlite:///path or postgresql://... (default: SQLite in the data dir)"
+        "--database-url",
+        envvar="PULID_DATABASE_URL",
+        help="sqlite:///path or postgresql://... (default: SQLite in the data dir)",
     ),
 ]
 Storage = Annotated[
-    str | None, typer.Option("--storage", help="'local' or s3://bucket/prefix (default: local)")
+    str | None,
+    typer.Option("--storage", envvar="PULID_STORAGE", help="'local' or s3://bucket/prefix (default: local)"),
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="official | tiny | auto (official when its weights are present, else tiny)"),
+    typer.Option(
+        "--model",
+        envvar="PULID_MODEL",
+        help="official | tiny | auto (official when its weights are present, else tiny; default: auto)",
+    ),
 ]
 
 
@@ -45,23 +62,39 @@ def make_settings(**overrides: Any) -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    host: Annotated[str, typer.Option(envvar="PULID_HOST", help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PULID_PORT", help="HTTP port")] = 8000,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     storage: Storage = None,
     model: ModelOpt = None,
-    workers: Annotated[int, typer.Option(help="Worker processes on this machine; 0 = API-only node")] = 1,
+    workers: Annotated[
+        int, typer.Option(envvar="PULID_WORKERS", help="Worker processes on this machine; 0 = API-only node")
+    ] = 1,
     tls_cert: Annotated[
-        Path | None, typer.Option(help="PEM certificate: serve HTTPS (for fal-client's FAL_RUN_HOST)")
+        Path | None,
+        typer.Option(
+            envvar="PULID_TLS_CERT", help="PEM certificate: serve HTTPS (for fal-client's FAL_RUN_HOST)"
+        ),
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(envvar="PULID_TLS_KEY", help="PEM private key of --tls-cert")
+    ] = None,
     tls_port: Annotated[
         int | None,
         typer.Option(
-            help="Serve HTTPS on this extra port and plain HTTP on --port (default: HTTPS on --port)"
+            envvar="PULID_TLS_PORT",
+            help="Serve HTTPS on this extra port and plain HTTP on --port (default: HTTPS on --port)",
         ),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            envvar="PULID_ACCESS_LOG",
+            help="Log one line per HTTP request on stderr (`make serve` turns it on)",
+        ),
+    ] = False,
 ) -> None:
     """Run the API and (unless --workers 0) supervised worker processes: the whole service on one machine."""
     import uvicorn
@@ -71,31 +104,83 @@ def serve(
     settings = make_settings(data_dir=data_dir, database_url=database_url, storage=storage, model=model)
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
+    tls: dict[str, Any] = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
+    # (port, TLS options, how to change it): bound before anything starts, so a busy port is one clear line
+    listeners = [(port, tls if tls_port is None else {}, "--port N (or PULID_PORT=N)")]
+    if tls and tls_port is not None:  # a second listener on the same app
+        listeners.append((tls_port, tls, "--tls-port N (or PULID_TLS_PORT=N)"))
+    sockets = [_listen(host, p, how) for p, _, how in listeners]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     api = create_app(settings, workers=workers)
-    tls: dict[str, Any] = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
-    common: dict[str, Any] = {"log_level": "warning", "timeout_graceful_shutdown": 5}
-    if tls and tls_port is None:
-        configs = [uvicorn.Config(api, host=host, port=port, **tls, **common)]
-    else:
-        configs = [uvicorn.Config(api, host=host, port=port, **common)]
-        if (
-            tls and tls_port is not None
-        ):  # second listener on the same app; only the first one runs the lifespan
-            configs.append(uvicorn.Config(api, host=host, port=tls_port, lifespan="off", **tls, **common))
-    for config in configs:
-        scheme = "https" if config.ssl_certfile else "http"
-        typer.echo(f"pulid-server listening on {scheme}://{config.host}:{config.port}", err=True)
-    asyncio.run(_serve_all([uvicorn.Server(c) for c in configs]))
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # with every other log line
+    common: dict[str, Any] = {
+        "log_level": "warning",
+        "log_config": log_config,
+        "access_log": access_log,
+        "timeout_graceful_shutdown": 5,
+    }
+    configs = [
+        uvicorn.Config(api, host=host, port=p, lifespan="on" if i == 0 else "off", **options, **common)
+        for i, (p, options, _) in enumerate(listeners)
+    ]  # only the first listener runs the lifespan (store, workers)
+    if access_log:  # uvicorn sets its loggers to log_level; its access lines are INFO
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+
+    def announce() -> None:
+        for config in configs:
+            scheme = "https" if config.ssl_certfile else "http"
+            typer.echo(f"pulid-server listening on {scheme}://{config.host}:{config.port}", err=True)
+        typer.echo(f"database: {describe_database(settings.resolved_database_url())}", err=True)
+
+    asyncio.run(_serve_all([uvicorn.Server(c) for c in configs], sockets, announce))
 
 
-async def _serve_all(servers: list[Any]) -> None:
+def _listen(host: str, port: int, how: str) -> socket.socket:
+    """A bound socket for uvicorn, or one line on stderr and exit 1 (no traceback) if the port is taken."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            message = (
+                f"port {port} on {host} is already in use (another pulid serve?): choose another with {how}"
+            )
+        else:
+            message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+    return sock
+
+
+async def _serve_all(servers: list[Any], sockets: list[socket.socket], announce: Callable[[], None]) -> None:
     first, *others = servers
-    tasks = [asyncio.create_task(s.serve()) for s in others]
-    await first.serve()  # owns the lifespan and the signal handlers
+    tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(others, sockets[1:])]
+    announcer = asyncio.create_task(_when_started(servers, announce))
+    await first.serve(sockets=sockets[:1])  # owns the lifespan and the signal handlers
+    announcer.cancel()
     for s in others:
         s.should_exit = True
     await asyncio.gather(*tasks)
+
+
+async def _when_started(servers: list[Any], announce: Callable[[], None]) -> None:
+    """Say "listening" once every listener accepts connections (the app's start-up is done)."""
+    while not all(s.started for s in servers):  # ends with the servers: _serve_all cancels it
+        await asyncio.sleep(0.05)
+    announce()
+
+
+def describe_database(url: str) -> str:
+    """The database a URL names, for humans: the SQLite file's path, else the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite file {parsed.database}"
+    return parsed.render_as_string(hide_password=True)
 
 
 @app.command()
@@ -104,11 +189,14 @@ def worker(
     database_url: DatabaseUrl = None,
     storage: Storage = None,
     model: ModelOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    device: Annotated[
+        str | None, typer.Option(envvar="PULID_DEVICE", help="auto | cpu | cuda | cuda:N (default: auto)")
+    ] = None,
     endpoint: Annotated[
         list[str] | None,
         typer.Option(
-            help="Serve only these endpoint ids (repeatable; env PULID_WORKER_ENDPOINTS, comma-separated)"
+            envvar="PULID_WORKER_ENDPOINTS",
+            help="Serve only these endpoint ids (repeatable; the env var takes a comma-separated list)",
         ),
     ] = None,
 ) -> None:
@@ -122,7 +210,7 @@ def worker(
         storage=storage,
         model=model,
         device=device,
-        worker_endpoints=endpoint or None,
+        worker_endpoints=[e for value in endpoint or [] for e in value.split(",") if e] or None,
     )
     raise typer.Exit(run(WorkerConfig(settings)))
 
@@ -133,21 +221,28 @@ def keys_create(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create a key and print it (`key_id:secret`) as the only line of stdout. It is shown once."""
-    store = _store(data_dir, database_url)
-    typer.echo(store.keys.create_key(name))
+    """Create a key and print it (`key_id:secret`) as the only line of stdout. It is shown once.
+
+    It goes into the database `pulid serve` uses with the same --data-dir / --database-url (default:
+    ./data/pulid.db in the current folder, which must exist: run it where the server runs).
+    """
+    store, where = _key_store(data_dir, database_url)
+    key = store.keys.create_key(name)
+    typer.echo(key)
+    typer.echo(f"created key {key.partition(':')[0]} in {where}", err=True)
 
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """List key ids, names and whether they are revoked (never secrets)."""
+    from datetime import UTC, datetime
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("key id", "name", "created", "revoked")
-    for k in _store(data_dir, database_url).keys.list_keys():
-        from datetime import UTC, datetime
-
+    store, where = _key_store(data_dir, database_url)
+    table = Table("key id", "name", "created", "revoked", caption=where)
+    for k in store.keys.list_keys():
         created = datetime.fromtimestamp(k["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(k["key_id"], k["name"], created, "yes" if k["revoked"] else "")
     Console().print(table)
@@ -156,19 +251,41 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Revoke a key: requests with it fail with 401 at once."""
-    if not _store(data_dir, database_url).keys.revoke_key(key_id.partition(":")[0]):
-        typer.echo(f"no active key {key_id!r}", err=True)
+    store, where = _key_store(data_dir, database_url)
+    if not store.keys.revoke_key(key_id.partition(":")[0]):
+        typer.echo(f"no active key {key_id!r} in {where}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked {key_id.partition(':')[0]}", err=True)
+    typer.echo(f"revoked {key_id.partition(':')[0]} in {where}", err=True)
 
 
-def _store(data_dir: Path | None, database_url: str | None) -> JobStore:
+def _key_store(data_dir: Path | None, database_url: str | None) -> tuple[JobStore, str]:
+    """The job store holding the keys, and a description of it. With neither flag nor env var given, the
+    default ./data/pulid.db must already exist: creating a fresh one here would make keys the running
+    server never sees (it found its database from its own folder)."""
     from pulid_server.store import open_job_store
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    url = settings.resolved_database_url()
+    if data_dir is None and database_url is None and not (settings.data_dir / "pulid.db").exists():
+        typer.echo(
+            f"error: no pulid-server database at {(settings.data_dir / 'pulid.db').resolve()}. Run this in "
+            "the folder where `pulid serve` runs (it uses ./data there), or name the server's database with "
+            "--data-dir DIR or --database-url URL (or PULID_DATA_DIR / PULID_DATABASE_URL).",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return open_job_store(settings.resolved_database_url())
+    return open_job_store(url), describe_database(url)
 
 
+def _flags_show_no_type() -> None:
+    """typer 0.2x prints `<bool>` beside every flag in its rich --help, as if a flag took a value."""
+    option: Any = typer.core.TyperOption
+    shown = getattr(option, "display_type_rich", None)
+    if shown is not None:
+        option.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
+
+
+_flags_show_no_type()
 app.add_typer(weights_app, name="weights", help="Download and check the official model weights.")
 register_commands(app)  # run / submit / status / result / cancel / upload, on pulid_server.client

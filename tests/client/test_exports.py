@@ -14,6 +14,7 @@ def test_all_lists_the_public_names() -> None:
         "PulidTimeoutError",
         "Queued",
         "RequestFailed",
+        "Retry",
         "RetryPolicy",
         "Status",
         "SyncClient",

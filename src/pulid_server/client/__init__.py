@@ -7,7 +7,7 @@
 Local `Path`s and PIL images anywhere in the arguments are uploaded and replaced by their URLs.
 """
 
-from pulid_server.client._core import DEFAULT_URL, RetryPolicy
+from pulid_server.client._core import DEFAULT_URL, Retry, RetryPolicy
 from pulid_server.client.aio import AsyncClient, AsyncRequestHandle
 from pulid_server.client.errors import (
     PulidClientError,
@@ -32,6 +32,7 @@ __all__ = [
     "PulidTimeoutError",
     "Queued",
     "RequestFailed",
+    "Retry",
     "RetryPolicy",
     "Status",
     "SyncClient",

@@ -9,6 +9,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,16 +75,29 @@ def submit_headers(
 
 
 @dataclass(frozen=True)
+class Retry:
+    """A retry about to happen, as `RetryPolicy.on_retry` is told of it."""
+
+    attempt: int  # the try that failed (1-based)
+    max_attempts: int
+    delay: float  # seconds until the next try
+    status_code: int | None  # 408 / 409 / 429, or None for a connection error
+    reason: str  # the server's message, or the connection error
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Retries on 408/409/429 and transport errors, with jittered exponential backoff.
 
     max_attempts: tries in all (1 = never retry). base_delay: the first wait, doubled per try.
     max_delay: cap on one wait, also on a server's `Retry-After` hint.
+    on_retry: called before each wait (e.g. to tell a user why nothing seems to happen).
     """
 
     max_attempts: int = 6
     base_delay: float = 0.1
     max_delay: float = 10.0
+    on_retry: Callable[[Retry], None] | None = None
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait after failed try number `attempt` (1-based)."""
@@ -91,6 +105,20 @@ class RetryPolicy:
             0.5, 1.5
         )
         return min(self.max_delay, max(backoff, _seconds(retry_after)))
+
+    def delay_after(self, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float:
+        retry_after = outcome.headers.get("retry-after") if isinstance(outcome, httpx.Response) else None
+        return self.delay(attempt, retry_after)
+
+    def notify(self, attempt: int, delay: float, outcome: httpx.Response | httpx.TransportError) -> None:
+        if self.on_retry is None:
+            return
+        if isinstance(outcome, httpx.Response):
+            status_code: int | None = outcome.status_code
+            reason = parse_error_body(outcome)[0]
+        else:
+            status_code, reason = None, f"{type(outcome).__name__}: {outcome}"
+        self.on_retry(Retry(attempt, self.max_attempts, delay, status_code, reason))
 
 
 def _seconds(value: str | None) -> float:

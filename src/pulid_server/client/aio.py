@@ -105,11 +105,9 @@ class AsyncClient:
                 if outcome.status_code not in RETRY_STATUS:
                     return outcome
             if attempt < self.retry.max_attempts:
-                retry_after = (
-                    outcome.headers.get("retry-after") if isinstance(outcome, httpx.Response) else None
-                )
-                delay = self.retry.delay(attempt, retry_after)
+                delay = self.retry.delay_after(attempt, outcome)
                 deadline.check(delay)
+                self.retry.notify(attempt, delay, outcome)
                 await asyncio.sleep(delay)
         if isinstance(outcome, httpx.Response):
             return outcome

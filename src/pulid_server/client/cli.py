@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Self
 
 import typer
+from rich.markup import escape
 
+from pulid_server.client._core import Retry, RetryPolicy
 from pulid_server.client.errors import (
     PulidConnectionError,
     PulidHTTPError,
@@ -27,10 +29,11 @@ from pulid_server.client.errors import (
 from pulid_server.client.status import Completed, InProgress, Queued, Status
 from pulid_server.client.sync import SyncClient
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TIMEOUT, EXIT_CONNECTION = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TIMEOUT, EXIT_CONNECTION, EXIT_BUSY = range(7)
 EPILOG = (
     "Exit codes: 0 ok, 1 request failed (error in its result), 2 usage or validation error "
-    "(422: the field errors are printed), 3 cancelled, 4 timed out, 5 connection or auth problem."
+    "(422: the field errors are printed), 3 cancelled, 4 timed out, 5 connection or auth problem, "
+    "6 server busy (HTTP 429 through every retry: try again later)."
 )
 IMAGE_SIZE_PRESETS = (
     "square_hd",
@@ -114,7 +117,7 @@ def run_command(
         "num_inference_steps": steps,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
-    with _client(url, key) as client, _exit_codes(json_out):
+    with _client(url, key) as client, _exit_codes(json_out, client.key):
         request_id, output = _follow(client, endpoint, arguments, timeout)
         paths = _save_images(client, output, out, request_id)
         if json_out:
@@ -136,7 +139,7 @@ def submit_command(
 ) -> None:
     """Queue a request and print its request id (with --json: the id and its URLs)."""
     arguments = _parse_input(input)
-    with _client(url, key) as client, _exit_codes(json_out):
+    with _client(url, key) as client, _exit_codes(json_out, client.key):
         handle = client.submit(endpoint, arguments, webhook_url=webhook)
         if json_out:
             _print_json(
@@ -160,7 +163,7 @@ def status_command(
     json_out: JsonOut = False,
 ) -> None:
     """Print a request's state: IN_QUEUE (with position), IN_PROGRESS or COMPLETED (with any error)."""
-    with _client(url, key) as client, _exit_codes(json_out):
+    with _client(url, key) as client, _exit_codes(json_out, client.key):
         status = client.status(endpoint, request_id, with_logs=logs)
         if json_out:
             _print_json({"request_id": request_id, **_status_dict(status)})
@@ -179,7 +182,7 @@ def result_command(
     timeout: Timeout = 600.0,
 ) -> None:
     """Wait for a request to complete and print its output JSON."""
-    with _client(url, key) as client, _exit_codes(json_out):
+    with _client(url, key) as client, _exit_codes(json_out, client.key):
         output = client.result(endpoint, request_id, timeout=timeout)
         _print_json(output, indent=None if json_out else 2)
 
@@ -191,11 +194,22 @@ def cancel_command(
     key: Key = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Cancel a queued or running request (it then completes with error_type request_cancelled)."""
-    with _client(url, key) as client, _exit_codes(json_out):
-        client.cancel(endpoint, request_id)
+    """Cancel a queued or running request (it then completes with error_type request_cancelled).
+
+    A request that has already completed is left as it is (exit 0, status ALREADY_COMPLETED).
+    """
+    with _client(url, key) as client, _exit_codes(json_out, client.key):
+        status = "CANCELLATION_REQUESTED"
+        try:
+            client.cancel(endpoint, request_id)
+        except PulidHTTPError as exc:
+            if exc.status_code != 400 or exc.message != "ALREADY_COMPLETED":
+                raise
+            status = "ALREADY_COMPLETED"
         if json_out:
-            _print_json({"request_id": request_id, "status": "CANCELLATION_REQUESTED"})
+            _print_json({"request_id": request_id, "status": status})
+        elif status == "ALREADY_COMPLETED":
+            typer.echo(f"request {request_id} has already completed: nothing to cancel", err=True)
         else:
             typer.echo(f"cancellation requested: {request_id}", err=True)
 
@@ -207,7 +221,7 @@ def upload_command(
     json_out: JsonOut = False,
 ) -> None:
     """Upload a file to the server and print its URL (usable as an input image URL)."""
-    with _client(url, key) as client, _exit_codes(json_out):
+    with _client(url, key) as client, _exit_codes(json_out, client.key):
         file_url = client.upload_file(file)
         if json_out:
             _print_json({"url": file_url})
@@ -219,7 +233,17 @@ def upload_command(
 
 
 def _client(url: str | None, key: str | None) -> SyncClient:
-    return SyncClient(url, key)
+    return SyncClient(url, key, retry=RetryPolicy(on_retry=_show_retry))
+
+
+def _show_retry(retry: Retry) -> None:
+    """Say why nothing seems to happen: a full queue answers 429 and asks to wait (Retry-After)."""
+    why = f"HTTP {retry.status_code}" if retry.status_code else "connection failed"
+    typer.echo(
+        f"{why} ({retry.reason}): retrying in {retry.delay:.1f} s "
+        f"(try {retry.attempt + 1} of {retry.max_attempts})",
+        err=True,
+    )
 
 
 def _reference(value: str) -> str | Path:
@@ -319,55 +343,80 @@ def _print_json(data: Any, indent: int | None = None) -> None:
 
 
 class _LiveStatus:
-    """Queue position, log lines and a progress bar (from `step k/N` logs) on stderr, while a request runs."""
+    """The request's state, log lines and (on a terminal) a progress bar from `step k/N` logs, on stderr.
+
+    Without a terminal (piped, captured) there is no bar: each change of state is one line.
+    """
 
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, highlight=False)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=self.console, transient=False,
         )  # fmt: skip
-        self.task = self.progress.add_task("queued", total=None)
+        self.task = self.progress.add_task("submitted", total=None)
+        self.bar = self.console.is_terminal
+        self.label = ""
         self.seen_logs = 0
         self.started = False
 
     def start(self) -> None:
         """Called once the request is queued: nothing is drawn for a submit that fails."""
         self.started = True
-        self.progress.start()
+        if self.bar:
+            self.progress.start()
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self.started and self.bar:
+            if exc_type is not None:  # the error is printed next: no bar for a run that did not finish
+                self.progress.update(self.task, visible=False)
             self.progress.stop()
 
     def update(self, status: Status) -> None:
         if isinstance(status, Queued):
-            self.progress.update(self.task, description=f"queued (position {status.position})")
+            self._label(
+                "queued: next in line" if status.position == 0 else f"queued: {status.position} ahead"
+            )
             return
-        self.progress.update(self.task, description="running" if isinstance(status, InProgress) else "done")
+        if isinstance(status, InProgress):
+            self._label("running")
+        elif not status.error:  # type: ignore[attr-defined]
+            self._label("done")
         logs = status.logs or []  # type: ignore[attr-defined]
         for line in logs[self.seen_logs :]:
-            self._log(str(line.get("message", "")))
+            self._log(line)
         self.seen_logs = len(logs)
 
-    def _log(self, message: str) -> None:
+    def _label(self, label: str) -> None:
+        if label == self.label:
+            return
+        self.label = label
+        if self.bar:
+            self.progress.update(self.task, description=label)
+        else:
+            self.console.print(label)
+
+    def _log(self, line: dict[str, Any]) -> None:
         from pulid_server.client.status import parse_step
 
+        message, level = str(line.get("message", "")), str(line.get("level", ""))
         step = parse_step(message)
         if step is not None:
             self.progress.update(self.task, completed=step[0], total=step[1])
-        else:
-            self.progress.console.print(f"[dim]{message}[/dim]", highlight=False, markup=True)
+        elif level.startswith("WARN"):
+            self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+        elif level != "ERROR":  # a job's error lines say what its final error says: printed once, at the end
+            self.console.print(f"[dim]{escape(message)}[/dim]", soft_wrap=True)
 
 
 @contextmanager
-def _exit_codes(json_out: bool) -> Iterator[None]:
+def _exit_codes(json_out: bool, key: str | None) -> Iterator[None]:
     """Map client errors to the documented exit codes, with a message on stderr (and JSON on stdout)."""
     try:
         yield
@@ -375,7 +424,10 @@ def _exit_codes(json_out: bool) -> Iterator[None]:
         code = {"request_cancelled": EXIT_CANCELLED, "request_timeout": EXIT_TIMEOUT}.get(
             exc.error_type or "", EXIT_FAILED
         )
-        _fail(code, f"request {exc.request_id} failed: {exc}", json_out, exc.field_errors,
+        # With field errors, each is printed below with its field; the message would only repeat one.
+        where = f"request {exc.request_id} failed"
+        message = f"{where} ({exc.error_type or 'error'}):" if exc.field_errors else f"{where}: {exc}"
+        _fail(code, message, json_out, exc.field_errors,
               error_type=exc.error_type, request_id=exc.request_id)  # fmt: skip
     except PulidTimeoutError as exc:
         _fail(
@@ -388,16 +440,26 @@ def _exit_codes(json_out: bool) -> Iterator[None]:
     except PulidConnectionError as exc:
         _fail(EXIT_CONNECTION, str(exc), json_out, error_type="connection_error")
     except PulidHTTPError as exc:
-        code = (
-            EXIT_CONNECTION
-            if exc.status_code in (401, 403)
-            else EXIT_USAGE
-            if exc.status_code in (404, 422)
-            else EXIT_FAILED
+        code, message = _http_failure(exc, key)
+        _fail(code, message, json_out, exc.field_errors, error_type=exc.error_type, request_id=exc.request_id)
+
+
+def _http_failure(exc: PulidHTTPError, key: str | None) -> tuple[int, str]:
+    """(exit code, message) for an error answer, saying what to do where we know it."""
+    if exc.status_code == 401 and key is None:
+        return EXIT_CONNECTION, (
+            "no API key: set PULID_KEY (or FAL_KEY) or pass --key. Create a key with `pulid keys create` "
+            "in the folder where the server runs."
         )
-        message = "invalid input" if exc.field_errors else exc.message
-        _fail(code, f"HTTP {exc.status_code}: {message}", json_out, exc.field_errors,
-              error_type=exc.error_type, request_id=exc.request_id)  # fmt: skip
+    if exc.status_code in (401, 403):
+        return EXIT_CONNECTION, (
+            f"the server rejected the API key (HTTP {exc.status_code}: {exc.message}). Check PULID_KEY / "
+            "--key: keys come from `pulid keys create` run against the server's own database."
+        )
+    if exc.status_code == 429:
+        return EXIT_BUSY, f"server busy (HTTP 429: {exc.message}), still after every retry: try again later"
+    code = EXIT_USAGE if exc.status_code in (404, 422) else EXIT_FAILED
+    return code, f"HTTP {exc.status_code}: {'invalid input' if exc.field_errors else exc.message}"
 
 
 def _fail(

@@ -1,0 +1,103 @@
+"""What README.md and docs/ claim about the CLI and configuration is true: every `pulid ...` flag they show
+exists on that command, every PULID_* variable they name is read, every serve / worker flag has its
+PULID_* variable, and every repository file they cite is there."""
+
+from __future__ import annotations
+
+import re
+
+import click
+import pytest
+import typer.main
+
+from pulid_server.cli import app
+from pulid_server.client._core import resolve_key, resolve_url
+from pulid_server.config import Settings
+from tests.servers import REPO
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+INVOCATION = re.compile(r"(?:(?<![\w/-])|(?<=bin/))pulid((?:\s+[a-z]+)+)([^;|&#)`\n]*)")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*\*?")  # `--tls-*` stands for several
+CITED_PATH = re.compile(r"`((?:src|docs|tests|scripts|bench|reference|\.ci)/[\w./-]*\w)`")
+
+
+def commands() -> dict[str, click.Command]:
+    """Every `pulid` command by its words ("serve", "keys create", ...)."""
+    found: dict[str, click.Command] = {}
+
+    def walk(command: click.Command, words: str) -> None:
+        found[words] = command
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{words} {name}".strip())
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def flags(command: click.Command) -> set[str]:
+    return {"--help", *(o for p in command.params for o in [*p.opts, *p.secondary_opts])}
+
+
+def doc_text() -> str:
+    return "\n".join(path.read_text() for path in DOCS)
+
+
+def test_every_flag_shown_in_a_pulid_command_exists() -> None:
+    known = commands()
+    checked = 0
+    for match in INVOCATION.finditer(doc_text()):
+        words = match.group(1).split()
+        while words and " ".join(words) not in known:  # "pulid run fal-ai/pulid": run, then arguments
+            words.pop()
+        assert words, f"no such command: pulid{match.group(1)}"
+        command = " ".join(words)
+        for flag in FLAG.findall(match.group(0)):
+            exists = (
+                any(f.startswith(flag[:-1]) for f in flags(known[command]))
+                if flag.endswith("*")
+                else (flag in flags(known[command]))
+            )
+            assert exists, f"`pulid {command}` has no {flag}: {match.group(0)!r}"
+            checked += 1
+    assert checked > 20
+
+
+def test_every_flag_named_alone_exists_on_some_command() -> None:
+    every = set().union(*(flags(c) for c in commands().values()))
+    for path in (REPO / "README.md", REPO / "docs" / "deployment.md", REPO / "docs" / "model.md"):
+        for span in re.findall(r"`(--[^`]*)`", path.read_text()):
+            assert span.split()[0] in every, f"{path.name}: `{span}` is no pulid flag"
+
+
+def test_every_pulid_variable_the_docs_name_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    read = {f"PULID_{name.upper()}" for name in Settings.model_fields}
+    read |= {p.envvar for c in commands().values() for p in c.params if isinstance(p.envvar, str)}
+    monkeypatch.setenv("PULID_URL", "http://docs.example:1")
+    monkeypatch.setenv("PULID_KEY", "id:secret")
+    assert (resolve_url(None), resolve_key(None)) == ("http://docs.example:1", "id:secret")
+    read |= {"PULID_URL", "PULID_KEY"}
+    named = set(re.findall(r"PULID_[A-Z0-9_]+\*?", doc_text())) - {"PULID_*"}
+    assert len(named) > 20
+    for name in named:
+        if name.endswith("*"):
+            assert any(v.startswith(name[:-1]) for v in read), name
+        else:
+            assert name in read, f"the docs name {name}, which nothing reads"
+
+
+def test_every_serve_and_worker_flag_has_its_pulid_variable() -> None:
+    known = commands()
+    for command in ("serve", "worker", "keys create"):
+        for param in known[command].params:
+            if isinstance(param, click.Option):
+                assert isinstance(param.envvar, str) and param.envvar.startswith("PULID_"), (command, param)
+                assert param.show_envvar or "env var" in (param.help or ""), (command, param.name)
+    assert known["serve"].params[1].envvar == "PULID_PORT"
+
+
+def test_cited_repository_files_exist() -> None:
+    for path in DOCS:
+        for cited in CITED_PATH.findall(path.read_text()):
+            assert (REPO / cited).exists(), f"{path.name} cites {cited}, which is not in the repository"
+        for link in re.findall(r"\]\(((?!https?:|#)[^)]+)\)", path.read_text()):
+            assert (path.parent / link).exists(), f"{path.name} links to {link}, which does not exist"

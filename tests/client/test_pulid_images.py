@@ -50,7 +50,7 @@ def test_cli_run_saves_the_images(server: Server, face_png: Path, tmp_path: Path
     for path in paths:
         with Image.open(path) as image:
             assert (image.format, image.size) == ("PNG", (64, 64))
-    assert "2/2" in out.stderr  # the progress bar, fed by `step k/N` log lines
+    assert "step 2/2" in out.stderr  # progress (a bar on a terminal), fed by `step k/N` log lines
 
     out = pulid(
         server, "run", "fal-ai/pulid", "--prompt", "x", "--ref", str(face_png), "--image-size", "64x64",

@@ -181,6 +181,18 @@ def _assert_number(dom: dict[str, Any], schema: dict[str, Any], default: Any, wh
     assert (dom["value"] == "") if default is None else float(dom["value"]) == default, where
 
 
+def test_banner_says_the_tiny_models_images_are_noise(page: Page, server: Server) -> None:
+    """The test server runs fal-ai/pulid on the tiny preset: the page says so, with the fixing command."""
+    open_playground(page, server)
+    page.wait_for_selector("#model-notice:not([hidden])")
+    notice = page.inner_text("#model-notice")
+    assert "fal-ai/pulid runs the tiny model" in notice and "noise" in notice
+    assert page.inner_text("#model-notice code") == "pulid weights download --family sdxl"
+    open_playground(page, server, query="?endpoint=test/echo")  # an endpoint without a model: no banner
+    page.wait_for_load_state("networkidle")
+    assert page.is_hidden("#model-notice")
+
+
 def test_form_matches_openapi(page: Page, server: Server) -> None:
     """Every PulidInput property is a form field with the schema's default, range and options."""
     root, components = _schema(server)

@@ -37,7 +37,7 @@ def test_generates_pngs_of_the_requested_size(server: Server) -> None:
         assert "error" not in done, done
         messages = [line["message"] for line in done["logs"]]
         assert "step 4/4" in messages
-        assert done["logs"][0]["level"] == "WARN" and "`pulid weights download`" in messages[0]
+        assert done["logs"][0]["level"] == "WARN" and "`pulid weights download --family sdxl`" in messages[0]
         result = c.get(sub["response_url"]).json()
         assert result["seed"] == 42 and len(result["images"]) == 2
         for image in result["images"]:
@@ -83,7 +83,7 @@ def test_the_tiny_models_noise_is_said_per_endpoint(server: Server) -> None:
     assert ready["models"] == {"fal-ai/pulid": ["tiny"]}
     assert list(ready["random_weights"]) == ["fal-ai/pulid"]
     notice = ready["random_weights"]["fal-ai/pulid"]
-    assert "noise" in notice and "`pulid weights download`" in notice
+    assert "noise" in notice and "`pulid weights download --family sdxl`" in notice
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     for path in ("/queue/fal-ai/pulid", "/run/fal-ai/pulid"):
         assert paths[path]["post"]["description"].startswith(f"**{notice}**"), path

@@ -11,6 +11,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from pulid_server import endpoints
 from pulid_server.endpoints import RANDOM_WEIGHT_PRESETS, random_weights_notice
 from pulid_server.store import WorkerInfo
 
@@ -26,11 +27,12 @@ def loaded_models(workers: list[WorkerInfo]) -> dict[str, list[str]]:
 
 def random_weight_notices(workers: list[WorkerInfo]) -> dict[str, str]:
     """Endpoint id -> what to tell users, for endpoints some live worker runs on random weights."""
-    return {
-        e: random_weights_notice(e)
-        for e, presets in loaded_models(workers).items()
-        if RANDOM_WEIGHT_PRESETS.intersection(presets)
-    }
+    notices = {}
+    for endpoint_id, presets in loaded_models(workers).items():
+        if RANDOM_WEIGHT_PRESETS.intersection(presets):
+            endpoint = endpoints.get(endpoint_id)  # a plugin only workers load is unknown here
+            notices[endpoint_id] = random_weights_notice(endpoint_id, endpoint.family if endpoint else "")
+    return notices
 
 
 def openapi_with_notices(

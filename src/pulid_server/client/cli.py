@@ -345,7 +345,7 @@ def _print_json(data: Any, indent: int | None = None) -> None:
 class _LiveStatus:
     """The request's state, log lines and (on a terminal) a progress bar from `step k/N` logs, on stderr.
 
-    Without a terminal (piped, captured) there is no bar: each change of state is one line.
+    Without a terminal (piped, captured) there is no bar: each change of state and each step is a line.
     """
 
     def __init__(self) -> None:
@@ -384,11 +384,12 @@ class _LiveStatus:
                 "queued: next in line" if status.position == 0 else f"queued: {status.position} ahead"
             )
             return
+        assert isinstance(status, InProgress | Completed)
         if isinstance(status, InProgress):
             self._label("running")
-        elif not status.error:  # type: ignore[attr-defined]
+        elif not status.error:
             self._label("done")
-        logs = status.logs or []  # type: ignore[attr-defined]
+        logs = status.logs or []
         for line in logs[self.seen_logs :]:
             self._log(line)
         self.seen_logs = len(logs)
@@ -407,7 +408,7 @@ class _LiveStatus:
 
         message, level = str(line.get("message", "")), str(line.get("level", ""))
         step = parse_step(message)
-        if step is not None:
+        if step is not None and self.bar:
             self.progress.update(self.task, completed=step[0], total=step[1])
         elif level.startswith("WARN"):
             self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)

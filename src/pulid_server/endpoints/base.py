@@ -68,11 +68,12 @@ def loaded_preset(runner: Runner) -> str:
     return str(getattr(runner, "preset", ""))
 
 
-def random_weights_notice(endpoint_id: str) -> str:
+def random_weights_notice(endpoint_id: str, family: str = "") -> str:
     """What users are told wherever they meet an endpoint that runs on random weights."""
+    fix = f"{WEIGHTS_FIX} --family {family}" if family else WEIGHTS_FIX
     return (
         f"{endpoint_id} runs the tiny model (seeded random weights): its images are noise by design. "
-        f"For real images run `{WEIGHTS_FIX}` on the server, then restart it."
+        f"For real images run `{fix}` on the server, then restart it."
     )
 
 

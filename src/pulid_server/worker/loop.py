@@ -81,7 +81,7 @@ class Worker:
             self.runners[endpoint_id] = (endpoint, endpoint.load_runner(self.settings))
             self.presets[endpoint_id] = loaded_preset(self.runners[endpoint_id][1])
             if self.presets[endpoint_id] in RANDOM_WEIGHT_PRESETS:
-                log.warning(random_weights_notice(endpoint_id))
+                log.warning(random_weights_notice(endpoint_id, endpoint.family))
         log.info("worker %s ready: %s", self.worker_id, ", ".join(self.runners))
 
     def install_signal_handlers(self) -> None:
@@ -164,7 +164,7 @@ class Worker:
     def _run(self, endpoint: Endpoint, runner: Runner, job: Job, channel: JobChannel) -> Outcome:
         ctx = WorkerJobContext(job, channel, self.blobs, self.settings)
         if self.presets.get(job.endpoint_id) in RANDOM_WEIGHT_PRESETS:
-            ctx.log(random_weights_notice(job.endpoint_id), "WARN")
+            ctx.log(random_weights_notice(endpoint.id, endpoint.family), "WARN")
         try:
             inputs = endpoint.input_model.model_validate(job.input)
             result = runner(inputs, ctx)

@@ -241,18 +241,25 @@ function sleep(ms) {
 // -- model notice -----------------------------------------------------------------------------------
 
 // A banner when the endpoint runs the tiny model (random weights: noise by design), as readiness reports it
-// from what the workers loaded; the notice names the command that fixes it, shown as code.
-async function showModelNotice() {
-  let notice = "";
+// from what the workers loaded; the notice names the command that fixes it, shown as code. Until a worker
+// has loaded the endpoint (a server just started), ask again now and then.
+const NOTICE_CHECKS = 60;
+const NOTICE_RECHECK_MS = 2000;
+
+async function showModelNotice(checks = NOTICE_CHECKS) {
+  let ready;
   try {
-    const ready = await (await fetch("/health/ready", { headers: { Accept: "application/json" } })).json();
-    notice = ready?.random_weights?.[endpointId] || "";
+    ready = await (await fetch("/health/ready", { headers: { Accept: "application/json" } })).json();
   } catch {
     return; // readiness unreachable: keep what is shown
   }
+  const notice = ready?.random_weights?.[endpointId] || "";
   const box = $("#model-notice");
   box.replaceChildren(...notice.split("`").map((part, i) => (i % 2 ? h("code", {}, part) : part)));
   box.hidden = !notice;
+  if (!ready?.endpoints_ready?.includes(endpointId) && checks > 1) {
+    setTimeout(() => showModelNotice(checks - 1), NOTICE_RECHECK_MS);
+  }
 }
 
 // -- history ----------------------------------------------------------------------------------------

@@ -60,8 +60,9 @@ def user_input(message: str, loc: Sequence[str | int], error_type: str) -> Failu
 
 def field_path(loc: Sequence[str | int]) -> str:
     """("body", "reference_images", 0, "image_url") -> "reference_images[0].image_url"."""
+    parts = list(loc)[1:] if list(loc)[:1] == ["body"] else list(loc)
     path = ""
-    for part in loc[1:] if loc[:1] in (["body"], ("body",)) else loc:
+    for part in parts:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
     return path
 

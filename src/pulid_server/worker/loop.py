@@ -66,7 +66,7 @@ class Worker:
         self.stopping = threading.Event()
         self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd)
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
-        self.presets: dict[str, str] = {}  # endpoint id -> the model preset its runner loaded
+        self.presets: dict[str, str] = {}  # endpoint id -> the model preset its runner loaded, if any
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
 
@@ -78,9 +78,11 @@ class Worker:
             if endpoint is None:
                 raise SystemExit(f"unknown endpoint {endpoint_id!r}")
             log.info("loading %s", endpoint_id)
-            self.runners[endpoint_id] = (endpoint, endpoint.load_runner(self.settings))
-            self.presets[endpoint_id] = loaded_preset(self.runners[endpoint_id][1])
-            if self.presets[endpoint_id] in RANDOM_WEIGHT_PRESETS:
+            runner = endpoint.load_runner(self.settings)
+            self.runners[endpoint_id] = (endpoint, runner)
+            if preset := loaded_preset(runner):
+                self.presets[endpoint_id] = preset
+            if preset in RANDOM_WEIGHT_PRESETS:
                 log.warning(random_weights_notice(endpoint_id, endpoint.family))
         log.info("worker %s ready: %s", self.worker_id, ", ".join(self.runners))
 
@@ -97,8 +99,7 @@ class Worker:
     def run_forever(self) -> int:
         ids = list(self.runners)
         # Seen by /health/ready and /metrics on every API node; the row exists once the models are loaded.
-        presets = {e: p for e, p in self.presets.items() if p}
-        self.store.cluster.register_worker(self.worker_id, ids, self.settings.device, presets)
+        self.store.cluster.register_worker(self.worker_id, ids, self.settings.device, self.presets)
         try:
             return self._loop(ids)
         finally:

@@ -30,17 +30,23 @@ class Family:
     name: str
     title: str
     files_ref: str  # "module:ATTR" of its tuple of WeightFile
-    load_ref: str  # "module:function" taking (preset, device, weights_dir)
+    load_ref: str  # "module:function" taking (preset, device, weights_dir, **options)
+    alt_files_ref: str = ""  # "module:ATTR" of another complete layout of the same weights, if any
 
     def files(self) -> tuple[WeightFile, ...]:
         files: tuple[WeightFile, ...] = _resolve(self.files_ref)
         return files
 
-    def load(self, preset: Preset, device: str, weights_dir: Path | None) -> Any:
-        """Build the family's pipeline for `preset` on `device` (`auto`, `cpu`, `cuda:N`), once per process."""
+    def alt_files(self) -> tuple[WeightFile, ...]:
+        files: tuple[WeightFile, ...] = _resolve(self.alt_files_ref) if self.alt_files_ref else ()
+        return files
+
+    def load(self, preset: Preset, device: str, weights_dir: Path | None, **options: Any) -> Any:
+        """Build the family's pipeline for `preset` on `device` (`auto`, `cpu`, `cuda:N`), once per process.
+        `options` are the family's own (flux: `offload`, `quantize`)."""
         from pulid_server.model.common.device import resolve_device
 
-        return _resolve(self.load_ref)(preset, resolve_device(device), weights_dir)
+        return _resolve(self.load_ref)(preset, resolve_device(device), weights_dir, **options)
 
 
 FAMILIES: dict[str, Family] = {
@@ -49,6 +55,13 @@ FAMILIES: dict[str, Family] = {
         "PuLID v1 on SDXL-Lightning (fal-ai/pulid)",
         "pulid_server.model.sdxl.files:SDXL_FILES",
         "pulid_server.model.sdxl.presets:load",
+    ),
+    "flux": Family(
+        "flux",
+        "PuLID-FLUX v0.9.1 on FLUX.1-dev (fal-ai/flux-pulid)",
+        "pulid_server.model.flux.files:FLUX_FILES",
+        "pulid_server.model.flux.presets:load",
+        alt_files_ref="pulid_server.model.flux.files:FLUX_SINGLE_FILES",
     ),
 }
 

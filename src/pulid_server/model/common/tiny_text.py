@@ -41,3 +41,17 @@ def tiny_tokenizer() -> Any:
         merges_text = "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n"
         (Path(tmp) / "merges.txt").write_text(merges_text, encoding="utf-8")
         return CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+
+
+def tiny_t5_tokenizer() -> Any:
+    """T5's real tokenizer class (a Unigram model, as `spiece.model`) over a toy vocabulary: the special
+    tokens at T5's ids (pad 0, eos 1, unk 2), the word-start marker, lowercase letters with and without
+    it, and a few words. Unknown characters map to <unk>, as in T5."""
+    from transformers import T5Tokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words = ["▁a", "▁the", "▁photo", "▁portrait", "▁of", "▁woman", "▁man", "▁blurry"]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(w, -3.0) for w in words]
+    pieces += [("▁" + c, -6.0) for c in letters] + [(c, -5.0) for c in letters]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)

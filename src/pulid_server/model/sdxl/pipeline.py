@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from pulid_server.model.common.face import FaceFeatures
+from pulid_server.model.common.face_cache import FACE_FEATURES
 from pulid_server.model.errors import NoFaceError
 from pulid_server.model.sdxl.attention import MODES, IDContext
 from pulid_server.model.sdxl.id_encoder import IDEncoder
@@ -64,6 +65,7 @@ class PulidPipeline:
         id_encoder: IDEncoder,
         id_layers: torch.nn.ModuleList,
         face: FaceFeatures,
+        face_key: str,
         device: torch.device,
         dtype: torch.dtype,
         preset: str,
@@ -74,6 +76,7 @@ class PulidPipeline:
         self.unet, self.vae = unet, vae
         self.scheduler_config = dict(scheduler_config)
         self.id_encoder, self.id_layers, self.face = id_encoder, id_layers, face
+        self.face_key = face_key  # names the face stack in the process-wide feature cache
         self.device, self.dtype, self.preset = device, dtype, preset
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.stats = PipelineStats()
@@ -113,21 +116,29 @@ class PulidPipeline:
             self.stats.id_cache_hits += 1
             log(f"id embedding cached for reference_images[{index}]")
             return hit
-        log(f"face analysis on reference_images[{index}]")
-        self.stats.face_analyses += 1
-        try:
-            id_cond, taps = self.face(image)
-        except LookupError as exc:
-            raise NoFaceError(index, str(exc)) from exc
+
+        def analyse() -> tuple[torch.Tensor, list[torch.Tensor]]:
+            log(f"face analysis on reference_images[{index}]")
+            self.stats.face_analyses += 1
+            try:
+                return self.face(image)
+            except LookupError as exc:
+                raise NoFaceError(index, str(exc)) from exc
+
+        (id_cond, taps), shared = FACE_FEATURES.get(self.face_key, data, analyse)
+        if shared:
+            log(f"face features cached for reference_images[{index}]")
         self.stats.id_encodes += 1
-        emb = self.id_encoder(id_cond, taps)
+        emb = self.id_encoder(id_cond.to(self.device), [t.to(self.device) for t in taps])
         self._id_cache[key] = emb
         while len(self._id_cache) > self._cache_size:
             self._id_cache.popitem(last=False)
         return emb
 
     def clear_id_cache(self) -> None:
+        """Forget ID embeddings and the process-wide face features (the next request re-analyses)."""
         self._id_cache.clear()
+        FACE_FEATURES.clear()
 
     def id_tokens(self, request: GenerationRequest, log: LogCallback) -> tuple[torch.Tensor, torch.Tensor]:
         """(uncond, cond) [1, T, C]: main image's 10 tokens, then 5 (or 10 with id_mix) per extra image."""

@@ -22,16 +22,8 @@ from typing import Any
 import torch
 
 from pulid_server.model.common.device import place
-from pulid_server.model.common.eva_clip import EvaConfig, EVAVisionTransformer
-from pulid_server.model.common.face import (
-    ArcFaceRecognizer,
-    CascadeFaceDetector,
-    FaceFeatures,
-    RetinaFaceDetector,
-    ScrfdDetector,
-    onnx_session,
-)
-from pulid_server.model.common.face_nets import BiSeNet, RetinaFace
+from pulid_server.model.common.eva_clip import EvaConfig
+from pulid_server.model.common.face_stack import TINY_EVA, build_official_face, build_tiny_face
 from pulid_server.model.common.tiny_text import tiny_tokenizer
 from pulid_server.model.common.weights import (
     download_hint,
@@ -93,19 +85,7 @@ def load(preset: Preset, device: torch.device, weights_dir: Path | None) -> Puli
 class TinySizes:
     text_width: int = 32
     cross_dim: int = 64  # two text encoders concatenated
-    eva: EvaConfig = EvaConfig(  # noqa: RUF009 - frozen dataclass, safe to share
-        image_size=28,
-        patch_size=14,
-        width=32,
-        depth=6,
-        heads=2,
-        mlp_hidden=85,
-        output_dim=32,
-        pt_grid=2,
-        tap_every=1,
-    )
-    face_size: int = 64
-    parser_width: int = 8
+    eva: EvaConfig = TINY_EVA  # the shared tiny face stack's (common/face_stack.py)
 
 
 def tiny_unet_config(cross_dim: int, pooled_dim: int) -> dict[str, Any]:
@@ -132,8 +112,6 @@ def tiny_unet_config(cross_dim: int, pooled_dim: int) -> dict[str, Any]:
 def build_tiny(device: torch.device, seed: int = 0, sizes: TinySizes = TinySizes()) -> PulidPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from pulid_server.model.common.tiny_onnx import tiny_arcface
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer = tiny_tokenizer()
@@ -168,28 +146,16 @@ def build_tiny(device: torch.device, seed: int = 0, sizes: TinySizes = TinySizes
             scaling_factor=0.13025,
             force_upcast=True,
         ).eval()  # type: ignore[attr-defined]
-        eva = EVAVisionTransformer(sizes.eva).eval()
-        torch.nn.init.normal_(eva.pos_embed, std=0.02)
-        torch.nn.init.normal_(eva.cls_token, std=0.02)
         id_encoder = IDEncoder(
             width=512 + sizes.eva.output_dim,
             context_dim=sizes.cross_dim,
             vit_width=sizes.eva.width,
             num_taps=sizes.eva.num_taps,
         ).eval()
-        parser = BiSeNet(19, width=sizes.parser_width).eval()
         for module in (text_encoder, text_encoder_2, unet):
             place(module, device, dtype)
         id_layers = install_id_processors(unet)  # after the cast: fp32, as in the reference
-    detector = CascadeFaceDetector()
-    face = FaceFeatures(
-        embed_detector=detector,
-        recognizer=ArcFaceRecognizer(onnx_session(tiny_arcface(seed), device)),
-        align_detector=detector,
-        parser=parser.to(device),
-        eva=eva.to(device),
-        face_size=sizes.face_size,
-    )
+    face, face_key = build_tiny_face(device, seed)
     return PulidPipeline(
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
@@ -201,6 +167,7 @@ def build_tiny(device: torch.device, seed: int = 0, sizes: TinySizes = TinySizes
         id_encoder=id_encoder.to(device),
         id_layers=id_layers,
         face=face,
+        face_key=face_key,
         device=device,
         dtype=dtype,
         preset="tiny",
@@ -243,24 +210,7 @@ def build_official(weights_dir: Path | None, device: torch.device) -> PulidPipel
         f"{files['pulid']} (id_adapter_attn_layers.*)",
     )
 
-    with torch.device("meta"):
-        eva = EVAVisionTransformer(EvaConfig())
-    load_strict(
-        eva, sub_dict(read_checkpoint(files["eva_clip"]), "visual."), f"{files['eva_clip']} (visual.*)"
-    )
-    with torch.device("meta"):
-        retina, parser = RetinaFace(), BiSeNet(19)
-    load_strict(retina, read_checkpoint(files["retinaface"]), str(files["retinaface"]))
-    load_strict(parser, read_checkpoint(files["bisenet"]), str(files["bisenet"]))
-
-    face = FaceFeatures(
-        embed_detector=ScrfdDetector(onnx_session(files["scrfd"], device)),
-        recognizer=ArcFaceRecognizer(onnx_session(files["glintr100"], device)),
-        align_detector=RetinaFaceDetector(retina.to(device, torch.float32).eval()),
-        parser=parser.to(device, torch.float32).eval(),
-        eva=eva.to(device, torch.float32).eval(),
-        face_size=512,
-    )
+    face, face_key = build_official_face(files, device)
     return PulidPipeline(
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
@@ -272,6 +222,7 @@ def build_official(weights_dir: Path | None, device: torch.device) -> PulidPipel
         id_encoder=id_encoder.to(device, torch.float32).eval(),
         id_layers=id_layers,
         face=face,
+        face_key=face_key,
         device=device,
         dtype=dtype,
         preset="official",

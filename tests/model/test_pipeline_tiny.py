@@ -160,7 +160,10 @@ def test_on_step_raising_stops_at_that_step(tiny: PulidPipeline, astronaut: Ref)
 
 
 def test_id_cache_hit_skips_face_analysis_and_encoder(astronaut: Ref) -> None:
+    from pulid_server.model.common.face_cache import FACE_FEATURES
+
     pipe = get_family("sdxl").load("tiny", "cpu", None)
+    FACE_FEATURES.clear()  # the process-wide feature cache holds this image from earlier tests
     logs: list[str] = []
     pipe.generate(request([astronaut], prompt="first"), log=logs.append)
     assert (pipe.stats.face_analyses, pipe.stats.id_encodes, pipe.stats.id_cache_hits) == (1, 1, 0)

@@ -10,7 +10,11 @@ import typer
 from pulid_server.model.families import FAMILIES, Family
 
 weights_app = typer.Typer(
-    help="Official weight files of each model family (sdxl: fal-ai/pulid): download and check.",
+    help=(
+        "Official weight files of each model family (sdxl: fal-ai/pulid; flux: fal-ai/flux-pulid): download "
+        "and check. FLUX.1-dev is a gated Hugging Face repo: accept its licence on the model page, then run "
+        "`huggingface-cli login` or set HF_TOKEN before `download --family flux`."
+    ),
     no_args_is_help=True,
 )
 
@@ -51,6 +55,12 @@ def download(family: FamilyOption = "sdxl", dir: DirOption = None) -> None:
             download_all(fam.files(), target, log=typer.echo)
         except Exception as exc:  # network, auth, disk: say what failed, keep the partial files
             typer.echo(f"download failed: {type(exc).__name__}: {exc}", err=True)
+            if fam.name == "flux":
+                typer.echo(
+                    "FLUX.1-dev is gated: accept its licence on huggingface.co/black-forest-labs/FLUX.1-dev, "
+                    "then `huggingface-cli login` or set HF_TOKEN.",
+                    err=True,
+                )
             raise typer.Exit(1) from exc
         problems = verify(fam.files(), target)
         for p in problems:
@@ -68,10 +78,14 @@ def check(family: FamilyOption = "sdxl", dir: DirOption = None) -> None:
     target = _dir(dir)
     failed = False
     for fam in _families(family):
-        for f in fam.files():
+        files = fam.files()
+        if verify(files, target) and fam.alt_files() and not verify(fam.alt_files(), target):
+            files = fam.alt_files()  # the other layout of the same weights is complete
+            typer.echo(f"{fam.name}: using the alternative layout (single files)")
+        for f in files:
             path = local_path(f, target)
             typer.echo(f"{'ok     ' if path else 'MISSING'} {f.display}" + (f"  {path}" if path else ""))
-        problems = verify(fam.files(), target)
+        problems = verify(files, target)
         if problems:
             failed = True
             typer.echo(f"{fam.name}: {len(problems)} problem(s); to fix, {download_hint(fam.name)}", err=True)

@@ -159,3 +159,16 @@ def test_a_single_file_with_a_missing_tensor_is_refused_by_name(
     save_file(state, str(path))
     with pytest.raises(WeightsMismatchError, match=r"single_transformer_blocks\.4\.attn\.to_q\.weight"):
         transformer_from_single_file(path, tmp_path, torch.float32)
+
+
+def test_folded_id_attention_is_the_official_maths() -> None:
+    """`fold` + `attend` (the pipeline's path) equals the official `PerceiverAttentionCA.forward`."""
+    from pulid_server.model.flux.id_attention import PerceiverAttentionCA
+
+    torch.manual_seed(0)
+    ca = PerceiverAttentionCA(dim=96, dim_head=16, heads=4, kv_dim=48)
+    for p in ca.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    tokens, image = torch.randn(2, 32, 48), torch.randn(2, 50, 96)
+    with torch.no_grad():
+        assert torch.allclose(ca.attend(ca.fold(tokens), image), ca(tokens, image), atol=1e-5)

@@ -11,6 +11,8 @@ this class; the defaults are the official ones.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -95,7 +97,8 @@ class IDFormer(nn.Module):
         latents = torch.cat((self.latents.expand(id_cond.shape[0], -1, -1), id_tokens), dim=1)
         for i, tap in enumerate(taps):
             context = torch.cat((id_tokens, getattr(self, f"mapping_{i}")(tap)), dim=1)
-            for attn, ff in self.layers[i * self.per_tap : (i + 1) * self.per_tap]:  # type: ignore[misc]
+            for j in range(i * self.per_tap, (i + 1) * self.per_tap):
+                attn, ff = cast(nn.ModuleList, self.layers[j])
                 latents = attn(context, latents) + latents
                 latents = ff(latents) + latents
         return latents[:, : self.num_queries] @ self.proj_out

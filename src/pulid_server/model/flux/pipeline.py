@@ -21,7 +21,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -164,7 +164,7 @@ class PulidFluxPipeline:
         """The IDFormer on all-zero id_cond and taps (the negative pass's ID), computed once."""
         if self._uncond is None:
             f = self.id_former
-            width = f.id_embedding_mapping[0].in_features
+            width = cast(torch.nn.Linear, f.id_embedding_mapping[0]).in_features
             eva = self.face.eva.cfg
             zeros = torch.zeros(1, width, device=self.device, dtype=self.dtype)
             taps = [torch.zeros(1, eva.grid * eva.grid + 1, eva.width, device=self.device, dtype=self.dtype)]
@@ -193,7 +193,7 @@ class PulidFluxPipeline:
             out = tokenizer(
                 text, truncation=True, max_length=length, padding="max_length", return_tensors="pt"
             )
-            return out.input_ids.to(self.device)  # type: ignore[no-any-return]
+            return out.input_ids.to(self.device)
 
         t5 = self.text_encoder_2(ids(self.tokenizer_2, max_sequence_length)).last_hidden_state
         pooled = self.text_encoder(ids(self.tokenizer, 77)).pooler_output
@@ -263,7 +263,7 @@ class PulidFluxPipeline:
                     guidance=guidance if self.transformer.config.guidance_embeds else None,
                     return_dict=False,
                 )
-            return out[0]  # type: ignore[no-any-return]
+            return out[0]
 
         log(f"denoising, {total} steps")
         with self.residency.use("transformer", self.transformer, self.id_attention):

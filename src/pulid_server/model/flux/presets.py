@@ -257,7 +257,6 @@ def tiny_text_encoders(tokenizer: Any, tokenizer_2: Any) -> tuple[Any, Any]:
             feed_forward_proj="gated-gelu",  # T5 v1.1, as T5-XXL
             pad_token_id=tokenizer_2.pad_token_id,
             eos_token_id=tokenizer_2.eos_token_id,
-            decoder_start_token_id=tokenizer_2.pad_token_id,
         )
     )
     return clip, t5
@@ -283,8 +282,8 @@ def build_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder, text_encoder_2 = tiny_text_encoders(tokenizer, tokenizer_2)
-        seeded = FluxTransformer2DModel(**configs.TINY_TRANSFORMER)  # type: ignore[attr-defined]
-        vae = AutoencoderKL(**configs.TINY_VAE)  # type: ignore[attr-defined]
+        seeded = FluxTransformer2DModel(**configs.TINY_TRANSFORMER)
+        vae = AutoencoderKL(**configs.TINY_VAE)
         id_former = IDFormer(
             id_dim=512 + TINY_EVA.output_dim, vit_dim=TINY_EVA.width, **configs.TINY_ID_FORMER
         )

@@ -40,6 +40,12 @@ SUITE: list[tuple[str, str, list[str], list[str]]] = [
         [],
         ["--repeats", "3"],
     ),
+    (
+        "Model: PuLID-FLUX against plain diffusers FLUX (tiny preset; FLOPs at full size on meta)",
+        "bench_flux.py",
+        [],
+        ["--repeats", "3", "--jobs", "1"],
+    ),
     ("Memory: peak RSS of `pulid serve --model tiny`", "bench_rss.py", [], ["--jobs", "1"]),
 ]
 

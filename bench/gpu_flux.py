@@ -54,10 +54,8 @@ def build(mode: str) -> Any:
     parts = Components(
         tiny_tokenizer(), clip, tiny_t5_tokenizer(), t5, transformer, vae, id_former, id_attention, face, key
     )
-    memory = MemoryOptions(
-        offload=mode == "offload" or mode.endswith("+offload"),
-        quantize=mode.split("+")[0] if mode.split("+")[0] in ("int8", "fp8") else "none",
-    )  # type: ignore[arg-type]
+    quantize = next((q for q in ("int8", "fp8") if q in mode), "none")
+    memory = MemoryOptions(offload="offload" in mode, quantize=quantize)  # type: ignore[arg-type]
     return assemble(parts, cuda, memory, "random-full-size")
 
 

@@ -98,7 +98,6 @@ class IDInjection:
         if len(paths) != len(modules):
             raise ValueError(f"{len(modules)} ID attention modules for {len(paths)} positions")
         self.modules = modules
-        self.calls = 0  # hook runs with an ID (tests and stats read it)
         self._now = _Condition()
         self._folded: list[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]] = []
         for k, (path, module) in enumerate(zip(paths, modules)):
@@ -121,7 +120,6 @@ class IDInjection:
                 return output
             if not (isinstance(output, tuple) and len(output) == 2):  # older diffusers: one fused stream
                 raise RuntimeError("FLUX blocks must return (text, image): use diffusers 0.42")
-            self.calls += 1
             text, image = output  # diffusers order: (encoder_hidden_states, hidden_states)
             return text, image + self._now.weight * ca.attend(folded[k], image)  # type: ignore[operator]
 

@@ -1,4 +1,4 @@
-"""The insightface path on small generated ONNX models with the real signatures, and the image ops."""
+"""The insightface path on small generated ONNX models with the real signatures, and the tiny preset."""
 
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ from pulid_server.model.common.face import (
     FaceFeatures,
     ScrfdDetector,
     onnx_session,
-    resize_linear,
-    similarity,
-    warp_affine,
 )
 from pulid_server.model.common.tiny_onnx import tiny_arcface, tiny_scrfd
 from pulid_server.model.sdxl.pipeline import PulidPipeline
@@ -62,26 +59,6 @@ def test_arcface_signature_and_norm_crop_alignment() -> None:
     assert aligned.shape == (112, 112, 3)
     ty, tx = np.unravel_index(aligned[:, :, 0].argmax(), (112, 112))
     assert abs(tx - ARCFACE_TEMPLATE[2, 0]) <= 1.5 and abs(ty - ARCFACE_TEMPLATE[2, 1]) <= 1.5
-
-
-def test_warp_affine_identity_translation_and_border() -> None:
-    rng = np.random.default_rng(1)
-    img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    same = warp_affine(img, np.array([[1.0, 0, 0], [0, 1.0, 0]]), 16, (0, 0, 0))
-    np.testing.assert_array_equal(same, img)
-    shifted = warp_affine(img, np.array([[1.0, 0, 3], [0, 1.0, 0]]), 16, (132, 133, 135))
-    np.testing.assert_array_equal(shifted[:, 3:], img[:, :13])
-    np.testing.assert_array_equal(shifted[0, 0], [132, 133, 135])
-    m = similarity(ARCFACE_TEMPLATE * 3, ARCFACE_TEMPLATE)
-    np.testing.assert_allclose(m, [[1 / 3, 0, 0], [0, 1 / 3, 0]], atol=1e-4)
-
-
-def test_resize_linear_matches_opencv_half_pixel_bilinear() -> None:
-    img = np.array([[0, 100], [200, 255]], dtype=np.uint8)[:, :, None].repeat(3, axis=2)
-    up = resize_linear(img, 4, 4)[:, :, 0]
-    # cv2.resize(INTER_LINEAR) of this 2x2 to 4x4 gives these values (half-pixel centres, edge clamp)
-    expected = np.array([[0, 25, 75, 100], [50, 72, 117, 139], [150, 167, 200, 216], [200, 214, 241, 255]])
-    assert np.abs(up.astype(int) - expected).max() <= 1
 
 
 def test_cascade_detector_finds_the_astronaut_face_only() -> None:

@@ -1,18 +1,21 @@
 """Face analysis for PuLID: ArcFace embedding, FFHQ-aligned crop, BiSeNet parsing, EVA-CLIP features.
 
-Reference: `pulid/pipeline.py::get_id_embedding` (insightface antelopev2 + facexlib). Choices:
+Spec: `pulid/pipeline.py::get_id_embedding` with insightface 0.7.3 (antelopev2) and facexlib 0.3.0, step by
+step and with the same OpenCV calls, so crops and embeddings are the official ones bit for bit:
 
-* insightface is re-implemented here on onnxruntime (SCRFD decode + `norm_crop`, ~150 lines) instead of
-  depending on the `insightface` package: that package pulls in albumentations and opencv, needs a C++
-  build on some platforms, and we only use 2 of its 5 models. The maths follows `scrfd.py`,
-  `arcface_onnx.py` and `face_align.py` (MIT); skimage's SimilarityTransform is the one insightface uses.
-* OpenCV is replaced by torch: `cv2.resize`/`cv2.warpAffine` with INTER_LINEAR are bilinear without
-  antialiasing, which `F.interpolate(antialias=False)` / `grid_sample` reproduce up to uint8 rounding.
-* facexlib keeps the face closest to the image centre, insightface the largest one, so with several
-  people the two halves of the embedding can describe different people. We keep the largest face and pick
-  the alignment detection that overlaps it most (identical to the reference when there is one face).
-* FFHQ alignment uses a least-squares similarity (skimage) instead of `cv2.estimateAffinePartial2D(LMEDS)`;
-  with 5 clean landmarks both give nearly the same matrix.
+* reference: downscaled to a 1024 long edge with `cv2.resize(INTER_LANCZOS4)` (`resize_numpy_image_long`);
+* insightface (`scrfd.py`, `face_analysis.py`): SCRFD on a 640 letterbox (`cv2.resize`, `cv2.dnn.blobFromImage`),
+  greedy NMS with +1 pixel areas; PuLID keeps the largest face (a stable sort by area, last one); ArcFace on
+  `norm_crop` (skimage similarity + `cv2.warpAffine` to 112) through `cv2.dnn.blobFromImages`;
+* facexlib (`FaceRestoreHelper`, `retinaface.py`): RetinaFace on the image as given, score > 0.97,
+  `torchvision.ops.nms` (no +1), the face nearest the image centre (`only_center_face=True`), FFHQ 5-point
+  template, `cv2.estimateAffinePartial2D(LMEDS)` and `cv2.warpAffine(INTER_LINEAR, BORDER_CONSTANT)`.
+
+With several people in a photo the two choices (largest, centre-most) can be different people: so they are in
+the official code. We work in RGB where the official code converts to BGR: every OpenCV op used here is
+per channel, and both blobs are taken with `swapRB=False` on RGB, which is what `swapRB=True` makes of BGR.
+insightface is re-implemented on onnxruntime (~120 lines) instead of depending on the `insightface` package,
+which pulls in a C++ build, albumentations and the non-headless OpenCV for the 2 of its 5 models we use.
 
 Detectors are a small protocol, so the tiny preset can plug in a real classical detector
 (`CascadeFaceDetector`, scikit-image's LBP frontal-face cascade) while running everything else unchanged.
@@ -24,14 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from pulid_server.model.common.eva_clip import EVAVisionTransformer
 from pulid_server.model.common.face_nets import RETINA_MEAN_BGR, BiSeNet, RetinaFace, retina_decode
 
+# insightface's `arcface_dst` (float32) and facexlib's FFHQ 512 template (float64), typed as they are there.
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32,
@@ -43,10 +47,9 @@ FFHQ_TEMPLATE_512 = np.array(
         [256.63416, 314.01935],
         [201.26117, 371.41043],
         [313.08905, 371.15118],
-    ],
-    dtype=np.float32,
+    ]
 )
-FFHQ_BORDER_RGB = (132.0, 133.0, 135.0)  # facexlib's borderValue (135,133,132) is BGR
+FFHQ_BORDER_RGB = (132, 133, 135)  # facexlib's borderValue (135, 133, 132) is BGR
 PARSING_BG_LABELS = (0, 16, 18, 7, 8, 9, 14, 15)  # background, cloth, hat, ears, earring, neck, necklace
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,8 +57,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class DetectedFace:
-    bbox: np.ndarray  # x1, y1, x2, y2
-    kps: np.ndarray  # 5x2: left eye, right eye, nose, left mouth, right mouth
+    bbox: np.ndarray  # x1, y1, x2, y2 (float32, as the detectors return them)
+    kps: np.ndarray  # 5x2 float32: left eye, right eye, nose, left mouth, right mouth
     score: float
 
     @property
@@ -63,60 +66,51 @@ class DetectedFace:
         return float((self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1]))
 
 
+@dataclass
+class FaceAnalysis:
+    """What one reference image gives: the official code's intermediate images and the encoder inputs."""
+
+    aligned: np.ndarray  # FFHQ-aligned crop, RGB uint8 [S, S, 3]
+    features: torch.Tensor  # the parsed crop: background white, face gray; [1, 3, S, S] in [0, 1]
+    id_cond: torch.Tensor  # [1, 512 + eva_dim]: raw ArcFace embedding, L2-normalised EVA feature
+    taps: list[torch.Tensor]  # the 5 EVA hidden states
+
+
 class FaceDetector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]: ...
 
 
-# ---------------------------------------------------------------- image ops (OpenCV semantics)
-
-
-def resize_linear(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """cv2.resize(..., INTER_LINEAR) on uint8 RGB: bilinear, half-pixel centres, no antialias."""
-    t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-    out = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
-
-
-def warp_affine(
-    rgb: np.ndarray, matrix: np.ndarray, size: int, border: tuple[float, float, float]
-) -> np.ndarray:
-    """cv2.warpAffine(INTER_LINEAR, BORDER_CONSTANT): dst(x, y) = src(M^-1 [x, y, 1])."""
-    h, w = rgb.shape[:2]
-    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(full)[:2]
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    src = inv @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    gx = 2.0 * src[0] / max(w - 1, 1) - 1.0
-    gy = 2.0 * src[1] / max(h - 1, 1) - 1.0
-    grid = torch.from_numpy(np.stack([gx, gy], axis=-1).reshape(1, size, size, 2)).float()
-    img = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-    ones = torch.ones(1, 1, h, w)
-    sampled = F.grid_sample(
-        torch.cat([img, ones], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    )
-    color, weight = sampled[:, :3], sampled[:, 3:]
-    out = color + (1.0 - weight) * torch.tensor(border).view(1, 3, 1, 1)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
-
-
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    from skimage.transform import SimilarityTransform
-
-    return np.asarray(SimilarityTransform.from_estimate(src, dst).params[:2], dtype=np.float64)
+# ---------------------------------------------------------------- choices and geometry (official semantics)
 
 
 def resize_long_edge(image: Image.Image, max_side: int = 1024) -> np.ndarray:
-    """PuLID's resize_numpy_image_long: downscale only (PIL Lanczos stands in for cv2 LANCZOS4)."""
-    image = image.convert("RGB")
-    w, h = image.size
-    if max(w, h) > max_side:
-        k = max_side / max(w, h)
-        image = image.resize((int(w * k), int(h * k)), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8).copy()
+    """PuLID's `resize_numpy_image_long`: downscale only, cv2 Lanczos-4, sizes truncated."""
+    rgb = np.array(image.convert("RGB"), dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    k = max_side / max(h, w)
+    return cv2.resize(rgb, (int(w * k), int(h * k)), interpolation=cv2.INTER_LANCZOS4)
 
 
-def _nms(dets: np.ndarray, thresh: float) -> list[int]:
-    """Greedy NMS with the +1 pixel areas used by both insightface and facexlib. dets: [N,5] sorted."""
+def largest_face(faces: list[DetectedFace]) -> DetectedFace:
+    """PuLID: `sorted(faces, key=area)[-1]`, i.e. the last of equally large faces."""
+    return max(reversed(faces), key=lambda f: f.area)
+
+
+def center_face(faces: list[DetectedFace], height: int, width: int) -> DetectedFace:
+    """facexlib `get_center_face`: the first face whose box centre is nearest the image centre."""
+    center = np.array([width / 2, height / 2])
+
+    def distance(f: DetectedFace) -> float:
+        b = f.bbox
+        return float(np.linalg.norm(np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]) - center))
+
+    return min(faces, key=distance)
+
+
+def nms_plus_one(dets: np.ndarray, thresh: float) -> list[int]:
+    """insightface SCRFD NMS: areas with +1 pixel, float32, keeps IoU <= thresh. dets: [N, 5] sorted."""
     x1, y1, x2, y2, scores = dets.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = scores.argsort()[::-1]
@@ -127,17 +121,29 @@ def _nms(dets: np.ndarray, thresh: float) -> list[int]:
         xx1, yy1 = np.maximum(x1[i], x1[order[1:]]), np.maximum(y1[i], y1[order[1:]])
         xx2, yy2 = np.minimum(x2[i], x2[order[1:]]), np.minimum(y2[i], y2[order[1:]])
         inter = np.maximum(0.0, xx2 - xx1 + 1) * np.maximum(0.0, yy2 - yy1 + 1)
-        ovr = inter / (areas[i] + areas[order[1:]] - inter)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ovr = inter / (areas[i] + areas[order[1:]] - inter)
         order = order[np.where(ovr <= thresh)[0] + 1]
     return keep
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+def nms_torchvision(dets: np.ndarray, thresh: float) -> list[int]:
+    """`torchvision.ops.nms` (CPU kernel), which facexlib's RetinaFace uses: plain areas in float32, a stable
+    descending sort, and a box is dropped when its IoU with a kept one is > thresh (compared in double)."""
+    x1, y1, x2, y2 = (c.astype(np.float32) for c in dets[:, :4].T)
+    areas = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-dets[:, 4].astype(np.float32), kind="stable")
+    keep: list[int] = []
+    while order.size > 0:
+        i, rest = int(order[0]), order[1:]
+        keep.append(i)
+        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ovr = inter / (areas[i] + areas[rest] - inter)
+        order = rest[~(ovr.astype(np.float64) > thresh)]
+    return keep
 
 
 # ---------------------------------------------------------------- insightface (onnxruntime)
@@ -182,8 +188,8 @@ class ScrfdDetector:
             new_w, new_h = size, int(size * (h / w))
         det_scale = new_h / h
         canvas = np.zeros((size, size, 3), dtype=np.uint8)
-        canvas[:new_h, :new_w] = resize_linear(rgb, new_w, new_h)
-        blob = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+        canvas[:new_h, :new_w] = cv2.resize(rgb, (new_w, new_h))
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, (size, size), (127.5, 127.5, 127.5), swapRB=False)
         outs = self.session.run(self.output_names, {self.input_name: blob})  # type: ignore[attr-defined]
         scores, boxes, kpss = self._decode([np.asarray(o) for o in outs])
         if len(scores) == 0:
@@ -191,7 +197,7 @@ class ScrfdDetector:
         boxes, kpss = boxes / det_scale, kpss / det_scale
         order = scores.argsort()[::-1]
         dets = np.hstack([boxes, scores[:, None]])[order]
-        keep = _nms(dets, self.nms)
+        keep = nms_plus_one(dets, self.nms)
         kpss = kpss[order][keep]
         return [DetectedFace(d[:4], k, float(d[4])) for d, k in zip(dets[keep], kpss)]
 
@@ -227,12 +233,19 @@ class ArcFaceRecognizer:
         self.output_name = session.get_outputs()[0].name  # type: ignore[attr-defined]
 
     def norm_crop(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:
-        return warp_affine(rgb, similarity(kps, ARCFACE_TEMPLATE), 112, (0.0, 0.0, 0.0))
+        """`face_align.norm_crop`: skimage similarity onto the ArcFace template, warp to 112, black border."""
+        from skimage.transform import SimilarityTransform
+
+        fit = SimilarityTransform.from_estimate(kps, ARCFACE_TEMPLATE)
+        # a failed fit (degenerate points) leaves insightface's `tform.params` NaN; warp with that as it does
+        matrix = fit.params[0:2, :] if fit else np.full((2, 3), np.nan)
+        return cv2.warpAffine(rgb, matrix, (112, 112), borderValue=0.0)
 
     def get_feat(self, crop_rgb: np.ndarray) -> np.ndarray:
-        if crop_rgb.shape[:2] != (112, 112):  # cv2.dnn.blobFromImages resizes bilinearly
-            crop_rgb = resize_linear(crop_rgb, 112, 112)
-        blob = ((crop_rgb.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None]
+        """`get_feat`: blobFromImages resizes other sizes (the fallback's 512 crop) to 112 bilinearly."""
+        blob = cv2.dnn.blobFromImages(
+            [crop_rgb], 1.0 / 127.5, (112, 112), (127.5, 127.5, 127.5), swapRB=False
+        )
         out = self.session.run([self.output_name], {self.input_name: blob})[0]  # type: ignore[attr-defined]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
@@ -241,7 +254,7 @@ class ArcFaceRecognizer:
 
 
 class RetinaFaceDetector:
-    """facexlib `detect_faces(img, 0.97)` after `read_image` (upscales images whose short side < 512)."""
+    """facexlib `RetinaFace.detect_faces(img, 0.97)` on the image as given (`use_origin_size=True`)."""
 
     def __init__(self, net: RetinaFace, threshold: float = 0.97, nms: float = 0.4) -> None:
         self.net = net
@@ -256,12 +269,12 @@ class RetinaFaceDetector:
         x = (bgr - torch.tensor(RETINA_MEAN_BGR, device=param.device).view(1, 3, 1, 1)).to(param.dtype)
         loc, conf, landm = self.net(x)
         boxes, scores, pts = retina_decode(loc.float(), conf.float(), landm.float(), h, w)
-        keep_mask = scores > self.threshold
-        boxes, scores, pts = boxes[keep_mask], scores[keep_mask], pts[keep_mask]
+        above = scores > self.threshold
+        boxes, scores, pts = boxes[above], scores[above], pts[above]
         order = scores.argsort()[::-1]
-        dets = np.hstack([boxes, scores[:, None]])[order].astype(np.float32)
+        dets = np.hstack([boxes[order], scores[order, None]]).astype(np.float32, copy=False)
         pts = pts[order]
-        keep = _nms(dets, self.nms)
+        keep = nms_torchvision(dets, self.nms)
         return [DetectedFace(d[:4], p, float(d[4])) for d, p in zip(dets[keep], pts[keep])]
 
 
@@ -307,7 +320,8 @@ class CascadeFaceDetector:
 
 
 class FaceFeatures:
-    """Reference image -> (id_cond [1, 512 + eva_dim], 5 EVA taps). Raises LookupError without a face."""
+    """Reference image -> (id_cond [1, 512 + eva_dim], 5 EVA taps); `analyze` also gives the crop and the
+    parsed face. Raises LookupError without a face."""
 
     def __init__(
         self,
@@ -325,37 +339,37 @@ class FaceFeatures:
         self.eva = eva
         self.face_size = face_size
 
-    @torch.no_grad()
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        analysis = self.analyze(image)
+        return analysis.id_cond, analysis.taps
+
+    @torch.no_grad()
+    def analyze(self, image: Image.Image) -> FaceAnalysis:
         rgb = resize_long_edge(image)
         faces = self.embed_detector.detect(rgb)
-        main = max(faces, key=lambda f: f.area) if faces else None
-        aligned = self.align(rgb, main)
-        if main is not None:
-            arc = self.recognizer.get_feat(self.recognizer.norm_crop(rgb, main.kps))
-        else:  # reference fallback: ArcFace on the FFHQ crop
+        aligned = self.align(rgb)
+        if faces:
+            arc = self.recognizer.get_feat(self.recognizer.norm_crop(rgb, largest_face(faces).kps))
+        else:  # the official fallback: ArcFace on the FFHQ crop
             arc = self.recognizer.get_feat(aligned)
         device = next(self.eva.parameters()).device
-        face01 = self.parse(aligned)
-        eva_feat, taps = self.eva.encode(face01.to(device))
+        features = self.parse(aligned)
+        eva_feat, taps = self.eva.encode(features.to(device))
         id_cond = torch.cat([torch.from_numpy(arc)[None].to(device), eva_feat], dim=-1)
-        return id_cond, taps
+        return FaceAnalysis(aligned, features, id_cond, taps)
 
-    def align(self, rgb: np.ndarray, main: DetectedFace | None) -> np.ndarray:
-        """facexlib FaceRestoreHelper: upscale to short side >= 512, detect, FFHQ warp to face_size."""
-        h, w = rgb.shape[:2]
-        f = 512.0 / min(h, w) if min(h, w) < 512 else 1.0
-        big = resize_linear(rgb, round(w * f), round(h * f)) if f != 1.0 else rgb
-        faces = self.align_detector.detect(big)
+    def align(self, rgb: np.ndarray) -> np.ndarray:
+        """facexlib FaceRestoreHelper: detect, keep the centre face, warp onto the FFHQ template."""
+        faces = self.align_detector.detect(rgb)
         if not faces:
             raise LookupError("the face alignment detector found no face")
-        if main is not None:
-            face = max(faces, key=lambda c: _iou(c.bbox, main.bbox * f))
-        else:  # facexlib's only_center_face
-            center = np.array([big.shape[1] / 2, big.shape[0] / 2])
-            face = min(faces, key=lambda c: float(np.linalg.norm((c.bbox[:2] + c.bbox[2:4]) / 2 - center)))
+        face = center_face(faces, *rgb.shape[:2])
         template = FFHQ_TEMPLATE_512 * (self.face_size / 512.0)
-        return warp_affine(big, similarity(face.kps, template), self.face_size, FFHQ_BORDER_RGB)
+        matrix = cv2.estimateAffinePartial2D(face.kps, template, method=cv2.LMEDS)[0]
+        if matrix is None:  # degenerate landmarks (facexlib would fail inside warpAffine)
+            raise LookupError("the face landmarks do not define an alignment")
+        size = (self.face_size, self.face_size)
+        return cv2.warpAffine(rgb, matrix, size, borderMode=cv2.BORDER_CONSTANT, borderValue=FFHQ_BORDER_RGB)
 
     def parse(self, aligned: np.ndarray) -> torch.Tensor:
         """BiSeNet: background/cloth/hat/ears/neck -> white; the rest -> gray. [1,3,S,S] in [0,1]."""

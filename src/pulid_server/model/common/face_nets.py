@@ -169,12 +169,16 @@ def retina_priors(height: int, width: int) -> torch.Tensor:
 def retina_decode(
     loc: torch.Tensor, conf: torch.Tensor, landm: torch.Tensor, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> boxes [N,4] (pixels), scores [N], landmarks [N,5,2] (pixels) for one image."""
+    """-> boxes [N,4] (pixels), scores [N], landmarks [N,5,2] (pixels) for one image.
+
+    The float operations are facexlib's `decode`/`decode_landm`, in its order (x2 = w + x1, not cx + w/2).
+    """
     priors = retina_priors(height, width).to(loc.device)
     v0, v1 = RETINA_VARIANCE
     centers = priors[:, :2] + loc[0, :, :2] * v0 * priors[:, 2:]
     sizes = priors[:, 2:] * torch.exp(loc[0, :, 2:] * v1)
-    boxes = torch.cat([centers - sizes / 2, centers + sizes / 2], dim=1)
+    top_left = centers - sizes / 2
+    boxes = torch.cat([top_left, sizes + top_left], dim=1)
     pts = priors[:, None, :2] + landm[0].view(-1, 5, 2) * v0 * priors[:, None, 2:]
     scale = torch.tensor([width, height], dtype=torch.float32, device=loc.device)
     boxes = boxes * scale.repeat(2)

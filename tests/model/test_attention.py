@@ -61,3 +61,31 @@ def test_without_id_it_is_plain_cross_attention() -> None:
 
     attn, proc, x, text = setup(2)
     torch.testing.assert_close(proc(attn, x, text), AttnProcessor2_0()(attn, x, text))
+
+
+def test_without_cfg_uncond_and_cond_tokens_are_one_sequence() -> None:
+    """The reference meets its [uncond; cond] ID pair with a batch of 1: its `view(batch, -1, heads, dim)`
+    makes one sequence of 2 x (tokens + zeros). Rows [uncond, cond] per image reproduce that, per image."""
+    attn, proc, x, text = setup(3)
+    uncond, cond = torch.randn(1, 10, 16), torch.randn(1, 10, 16)
+    q = attn.to_q(x[:1]).view(1, -1, 2, 16).transpose(1, 2)
+    k = attn.to_k(text[:1]).view(1, -1, 2, 16).transpose(1, 2)
+    v = attn.to_v(text[:1]).view(1, -1, 2, 16).transpose(1, 2)
+    h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, 10, 32)
+    zeros = torch.zeros(1, 8, 16)
+    tokens = torch.cat([uncond, zeros, cond, zeros], 1)  # one sequence of 36 tokens
+    ik = proc.id_to_k(tokens).view(1, -1, 2, 16).transpose(1, 2)
+    iv = proc.id_to_v(tokens).view(1, -1, 2, 16).transpose(1, 2)
+    i = F.scaled_dot_product_attention(q, ik, iv).transpose(1, 2).reshape(1, 10, 32)
+    a = (q @ ik.transpose(-2, -1)).softmax(-1).mean(1)[:, :, :5].sum(-1, keepdim=True)  # 5 uncond tokens
+    expected = attn.to_out[0](reference_ortho(h, i, 0.7, a))
+    got = proc(attn, x[:1], text[:1], id=IDContext(torch.cat([uncond, cond]), 0.7, "fidelity"))  # type: ignore[arg-type]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    cond_only = proc(attn, x[:1], text[:1], id=IDContext(cond, 0.7, "fidelity"))  # type: ignore[arg-type]
+    assert (cond_only - got).abs().max() > 1e-3
+    # a batch of 2 images with rows [u, c, u, c] is each image on its own
+    pair = torch.cat([uncond, cond])
+    batched = proc(attn, x[:2], text[:2], id=IDContext(torch.cat([pair, pair]), 0.7, "fidelity"))  # type: ignore[arg-type]
+    second = proc(attn, x[1:2], text[1:2], id=IDContext(pair, 0.7, "fidelity"))  # type: ignore[arg-type]
+    torch.testing.assert_close(batched[:1], got, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(batched[1:], second, atol=1e-6, rtol=1e-5)

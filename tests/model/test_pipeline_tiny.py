@@ -209,6 +209,30 @@ def test_guidance_one_runs_without_cfg(tiny: PulidPipeline, astronaut: Ref) -> N
     assert len(images) == 2
 
 
+def test_without_cfg_id_tokens_are_uncond_and_cond_by_default(tiny: PulidPipeline, astronaut: Ref) -> None:
+    seen: list[torch.Tensor] = []
+    unet_forward = tiny.unet.forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs["cross_attention_kwargs"]["id"].embedding)  # type: ignore[index]
+        return unet_forward(*args, **kwargs)
+
+    req = request([astronaut], guidance_scale=1.0, num_images=2, id_scale=2.0)
+    latents = tiny.initial_latents(req)
+    tiny.unet.forward = spy
+    try:
+        official = tiny.generate_array(req, latents=latents)
+        tiny.no_cfg_id_tokens = "cond"
+        cond_only = tiny.generate_array(req, latents=latents)
+    finally:
+        tiny.no_cfg_id_tokens = "official"
+        del tiny.unet.forward
+    uncond, cond = tiny.id_tokens(req, log=lambda m: None)
+    torch.testing.assert_close(seen[0], torch.cat([uncond, cond, uncond, cond]))  # per image: [u, c]
+    torch.testing.assert_close(seen[-1], torch.cat([cond, cond]))
+    assert np.abs(official - cond_only).max() > 1e-3
+
+
 def test_auto_falls_back_to_tiny_and_says_how_to_download(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

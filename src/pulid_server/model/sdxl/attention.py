@@ -37,7 +37,8 @@ MODES: dict[str, ModeSpec] = {
 class IDContext:
     """Per-request ID conditioning, passed as `cross_attention_kwargs={"id": ctx}`.
 
-    `embedding` is already tiled to the UNet batch ([uncond x N ; cond x N] under CFG).
+    `embedding` is already tiled for the UNet batch: [uncond x N ; cond x N] under CFG; without CFG 2N rows
+    [uncond, cond] x N, which `_add_id` views as N sequences of twice the length (the reference's reshape).
     """
 
     embedding: torch.Tensor
@@ -143,6 +144,7 @@ class IDAttnProcessor(nn.Module):
         self, h: torch.Tensor, query: torch.Tensor, ctx: IDContext, batch: int, heads: int, head_dim: int
     ) -> torch.Tensor:
         id_key, id_value = self._id_kv(ctx, query.dtype)
+        # [rows, T, C] -> [batch, rows / batch x T, ...]: rows == batch, or 2 x batch without CFG (see IDContext)
         id_key = id_key.view(batch, -1, heads, head_dim).transpose(1, 2)
         id_value = id_value.view(batch, -1, heads, head_dim).transpose(1, 2)
         i = _merge_heads(F.scaled_dot_product_attention(query, id_key, id_value)).to(query.dtype)

@@ -5,8 +5,9 @@ per request made explicit:
 * reference images -> ID tokens (cached per sha256 of the image bytes; uncond tokens computed once);
 * several references are concatenated on the token axis (10 tokens for the main one, 5 or 10 per extra);
 * prompt encoding exactly as diffusers' `encode_prompt` (penultimate hidden states, pooled from encoder 2);
-* CFG batch `[negative x N ; positive x N]` with ID tokens tiled the same way; at guidance <= 1 (no CFG)
-  only the cond ID tokens are used (the reference would silently concatenate uncond and cond tokens);
+* CFG batch `[negative x N ; positive x N]` with ID tokens tiled the same way; at guidance <= 1 (no CFG) each
+  image's ID attention sees its uncond and cond tokens as one sequence of twice the length, as the reference's
+  reshape of its [uncond; cond] pair does (`no_cfg_id_tokens="cond"` uses the cond tokens alone instead);
 * `final_sigmas_type="sigma_min"`: the last step ends at sigma 0.0292 as in the pinned diffusers 0.25;
 * latents: one `randn` per image, drawn in turn from one generator seeded with `seed` on the UNet device
   (image k of a batch is what the reference's k-th loop iteration would draw); VAE decode in fp32.
@@ -18,7 +19,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from pulid_server.model.sdxl.id_encoder import IDEncoder
 from pulid_server.model.sdxl.request import GenerationRequest, PipelineStats
 
 StepCallback = Callable[[int, int], None]
+NoCfgIdTokens = Literal["official", "cond"]
 LogCallback = Callable[[str], None]
 
 
@@ -70,6 +72,7 @@ class PulidPipeline:
         dtype: torch.dtype,
         preset: str,
         cache_size: int = 64,
+        no_cfg_id_tokens: NoCfgIdTokens = "official",
     ) -> None:
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
         self.text_encoder, self.text_encoder_2 = text_encoder, text_encoder_2
@@ -83,6 +86,8 @@ class PulidPipeline:
         self._id_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache: OrderedDict[str, TextEmbeddings] = OrderedDict()
         self._cache_size = cache_size
+        # guidance <= 1: "official" = uncond + cond ID tokens as one sequence (the reference), "cond" = cond only
+        self.no_cfg_id_tokens: NoCfgIdTokens = no_cfg_id_tokens
         self.uncond_id = self._uncond_id_embedding()
 
     # ------------------------------------------------------------------ scheduler
@@ -228,7 +233,7 @@ class PulidPipeline:
         neg = self.encode_text(request.negative_prompt)
         tokens = torch.cat([neg.tokens] * n * int(cfg) + [pos.tokens] * n)
         pooled = torch.cat([neg.pooled] * n * int(cfg) + [pos.pooled] * n)
-        ids = torch.cat([uncond_id] * n * int(cfg) + [cond_id] * n)
+        ids = self._tile_id_tokens(uncond_id, cond_id, n, cfg)
         h, w = request.height, request.width
         time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype, device=self.device).repeat(
             tokens.shape[0], 1
@@ -265,6 +270,16 @@ class PulidPipeline:
         image = self.decode(latents)
         self.stats.generations += 1
         return image
+
+    def _tile_id_tokens(self, uncond: torch.Tensor, cond: torch.Tensor, n: int, cfg: bool) -> torch.Tensor:
+        """ID tokens for the UNet batch. The ID attention views them as [batch, -1, ...], so without CFG the
+        rows [uncond, cond] of each image become one sequence of twice the length, as in the reference,
+        whose [uncond; cond] pair meets a batch of 1."""
+        if cfg:
+            return torch.cat([uncond] * n + [cond] * n)
+        if self.no_cfg_id_tokens == "cond":
+            return torch.cat([cond] * n)
+        return torch.cat([uncond, cond] * n)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """VAE decode in the VAE's dtype (fp32: the reference upcasts because of `force_upcast`)."""

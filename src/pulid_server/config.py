@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
         worker_endpoints: endpoint ids the workers of this node load (comma-separated in the env);
             empty means every registered endpoint.
+        sdxl_no_cfg_id_tokens: SDXL family at guidance_scale <= 1 (no CFG): `official` lets each image's
+            ID attention see its uncond and cond ID tokens as one sequence, as the official code does;
+            `cond` uses the cond tokens alone (pulid-server before 0.2).
         flux_offload: FLUX family: keep each component on the CPU until it runs (peak ~26 GB instead of
             ~39 GB in bf16; ~14 GB with flux_quantize); slower (moves ~35 GB per image).
         flux_quantize: FLUX family: `none`, `int8` or `fp8` weight-only transformer weights (torchao,
@@ -68,6 +71,7 @@ class Settings(BaseSettings):
     weights_dir: Path | None = None
     device: str = "auto"
     worker_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sdxl_no_cfg_id_tokens: Literal["official", "cond"] = "official"
     flux_offload: bool = False
     flux_quantize: Quantize = "none"
 

@@ -17,8 +17,8 @@ from skimage import data
 
 from pulid_server.model.common.eva_clip import EVAVisionTransformer
 from pulid_server.model.common.face_nets import RETINA_MEAN_BGR, BiSeNet, RetinaFace
+from pulid_server.model.common.face_stack import TINY_EVA, TINY_PARSER_WIDTH
 from pulid_server.model.common.tiny_onnx import _model
-from pulid_server.model.sdxl.presets import TinySizes
 
 # Frontal 5-point layout in units of the box half-size, relative to the box centre.
 FACE_LAYOUT = np.array([[-0.4, -0.2], [0.4, -0.2], [0.0, 0.15], [-0.3, 0.5], [0.3, 0.5]], dtype=np.float32)
@@ -104,10 +104,9 @@ def seeded_retinaface(seed: int, kps_noise: float, width: int = 4, candidates: i
 
 def seeded_parts(seed: int) -> tuple[BiSeNet, EVAVisionTransformer]:
     """BiSeNet and the EVA tower at the tiny preset's sizes."""
-    sizes = TinySizes()
     torch.manual_seed(seed)
-    parser = BiSeNet(19, width=sizes.parser_width).eval()
-    eva = EVAVisionTransformer(sizes.eva).eval()
+    parser = BiSeNet(19, width=TINY_PARSER_WIDTH).eval()
+    eva = EVAVisionTransformer(TINY_EVA).eval()
     torch.nn.init.normal_(eva.pos_embed, std=0.02)
     torch.nn.init.normal_(eva.cls_token, std=0.02)
     return parser, eva

@@ -124,6 +124,7 @@ def load_runner(settings: Settings) -> Any:
     pipeline = get_family("sdxl").load(
         settings.preset_for(ENDPOINT_ID), settings.device, settings.weights_dir
     )
+    pipeline.no_cfg_id_tokens = settings.sdxl_no_cfg_id_tokens
 
     def run(inputs: PulidInput, ctx: JobContext) -> PulidOutput:
         refs = [

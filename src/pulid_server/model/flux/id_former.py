@@ -16,20 +16,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from pulid_server.model.common.layers import mapping_mlp
 from pulid_server.model.flux.id_attention import perceiver_attend
-
-
-def _mapping(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
-    # Linear-LN-LeakyReLU x2 then Linear: indices 0, 1, 3, 4, 6 carry the checkpoint's weights.
-    return nn.Sequential(
-        nn.Linear(dim_in, hidden),
-        nn.LayerNorm(hidden),
-        nn.LeakyReLU(),
-        nn.Linear(hidden, hidden),
-        nn.LayerNorm(hidden),
-        nn.LeakyReLU(),
-        nn.Linear(hidden, dim_out),
-    )
 
 
 def _feed_forward(dim: int, mult: int) -> nn.Sequential:
@@ -88,8 +76,8 @@ class IDFormer(nn.Module):
             for _ in range(depth)
         )
         for i in range(num_taps):
-            setattr(self, f"mapping_{i}", _mapping(vit_dim, mapping_dim, dim))
-        self.id_embedding_mapping = _mapping(id_dim, mapping_dim, dim * num_id_token)
+            setattr(self, f"mapping_{i}", mapping_mlp(vit_dim, mapping_dim, dim))
+        self.id_embedding_mapping = mapping_mlp(id_dim, mapping_dim, dim * num_id_token)
 
     def forward(self, id_cond: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
         """id_cond [B, id_dim]; taps: num_taps x [B, 1 + patches, vit_dim] -> [B, num_queries, output_dim]."""

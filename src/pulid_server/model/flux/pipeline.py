@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,23 +28,14 @@ from PIL import Image
 from pulid_server.model.common.face import FaceFeatures
 from pulid_server.model.common.face_cache import FACE_FEATURES
 from pulid_server.model.common.face_stack import face_modules
+from pulid_server.model.common.run import LogCallback, StepCallback, no_log, no_step
 from pulid_server.model.errors import NoFaceError
 from pulid_server.model.flux.id_attention import IDInjection
 from pulid_server.model.flux.id_former import IDFormer
 from pulid_server.model.flux.memory import Residency
 from pulid_server.model.flux.request import FluxRequest, FluxStats
 
-StepCallback = Callable[[int, int], None]
-LogCallback = Callable[[str], None]
 LATENT_CHANNELS = 16
-
-
-def _noop_step(step: int, total: int) -> None:
-    return None
-
-
-def _noop_log(message: str) -> None:
-    return None
 
 
 @dataclass
@@ -212,7 +202,7 @@ class PulidFluxPipeline:
         return torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
 
     def generate(
-        self, request: FluxRequest, on_step: StepCallback = _noop_step, log: LogCallback = _noop_log
+        self, request: FluxRequest, on_step: StepCallback = no_step, log: LogCallback = no_log
     ) -> Image.Image:
         """Run one request. `on_step(k, total)` runs after each step and may raise to cancel."""
         latents = self.denoise(request, on_step, log)
@@ -225,8 +215,8 @@ class PulidFluxPipeline:
     def denoise(
         self,
         request: FluxRequest,
-        on_step: StepCallback = _noop_step,
-        log: LogCallback = _noop_log,
+        on_step: StepCallback = no_step,
+        log: LogCallback = no_log,
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Packed latents [1, tokens, 64] after the last step (the official `denoise`)."""

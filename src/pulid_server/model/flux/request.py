@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from pulid_server.model.common.run import PipelineStats
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -50,14 +52,8 @@ class MemoryOptions:
 
 
 @dataclass
-class FluxStats:
-    """Counters that show what work generate() did (tests and logs read them; never timing)."""
+class FluxStats(PipelineStats):
+    """PipelineStats, and how many transformer passes ran (with and without the ID)."""
 
-    face_analyses: int = 0
-    id_encodes: int = 0
-    id_cache_hits: int = 0
-    text_encodes: int = 0
-    generations: int = 0
-    denoise_steps: int = 0
     transformer_calls: int = 0  # positive and negative passes
     id_calls: int = 0  # transformer calls that ran the ID cross-attention

@@ -9,18 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
-    # Indices 0,1,3,4,6 carry weights: these are the checkpoint's key names.
-    return nn.Sequential(
-        nn.Linear(dim_in, hidden),
-        nn.LayerNorm(hidden),
-        nn.LeakyReLU(),
-        nn.Linear(hidden, hidden),
-        nn.LayerNorm(hidden),
-        nn.LeakyReLU(),
-        nn.Linear(hidden, dim_out),
-    )
+from pulid_server.model.common.layers import mapping_mlp
 
 
 class IDEncoder(nn.Module):
@@ -50,8 +39,8 @@ class IDEncoder(nn.Module):
             nn.Linear(h2, context_dim * num_token),
         )
         for i in range(num_taps):
-            setattr(self, f"mapping_{i}", _mlp(vit_width, vit_width, context_dim))
-            setattr(self, f"mapping_patch_{i}", _mlp(vit_width, vit_width, context_dim))
+            setattr(self, f"mapping_{i}", mapping_mlp(vit_width, vit_width, context_dim))
+            setattr(self, f"mapping_patch_{i}", mapping_mlp(vit_width, vit_width, context_dim))
 
     def forward(self, x: torch.Tensor, y: list[torch.Tensor]) -> torch.Tensor:
         """x: [B, width]; y: taps, each [B, 1 + patches, vit_width] -> [B, num_token + taps, context_dim]."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,22 +26,13 @@ from PIL import Image
 
 from pulid_server.model.common.face import FaceFeatures
 from pulid_server.model.common.face_cache import FACE_FEATURES
+from pulid_server.model.common.run import LogCallback, PipelineStats, StepCallback, no_log, no_step
 from pulid_server.model.errors import NoFaceError
 from pulid_server.model.sdxl.attention import MODES, IDContext
 from pulid_server.model.sdxl.id_encoder import IDEncoder
-from pulid_server.model.sdxl.request import GenerationRequest, PipelineStats
+from pulid_server.model.sdxl.request import GenerationRequest
 
-StepCallback = Callable[[int, int], None]
 NoCfgIdTokens = Literal["official", "cond"]
-LogCallback = Callable[[str], None]
-
-
-def _noop_step(step: int, total: int) -> None:
-    return None
-
-
-def _noop_log(message: str) -> None:
-    return None
 
 
 @dataclass
@@ -203,8 +193,8 @@ class PulidPipeline:
     def generate(
         self,
         request: GenerationRequest,
-        on_step: StepCallback = _noop_step,
-        log: LogCallback = _noop_log,
+        on_step: StepCallback = no_step,
+        log: LogCallback = no_log,
         latents: torch.Tensor | None = None,
     ) -> list[Image.Image]:
         """Run one request. `on_step(k, total)` runs after each step and may raise to cancel."""
@@ -215,8 +205,8 @@ class PulidPipeline:
     def generate_array(
         self,
         request: GenerationRequest,
-        on_step: StepCallback = _noop_step,
-        log: LogCallback = _noop_log,
+        on_step: StepCallback = no_step,
+        log: LogCallback = no_log,
         latents: torch.Tensor | None = None,
     ) -> np.ndarray:
         """As `generate`, returning float images [N, H, W, 3] in [0, 1] (diffusers' output_type="np")."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+from pulid_server.model.common.run import PipelineStats
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,14 +31,4 @@ class GenerationRequest:
     id_mix: bool = False
 
 
-@dataclass
-class PipelineStats:
-    """Counters that show what work a generate() call did (tests and logs read them; never timing)."""
-
-    face_analyses: int = 0
-    id_encodes: int = 0
-    id_cache_hits: int = 0
-    text_encodes: int = 0
-    generations: int = 0
-    denoise_steps: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+__all__ = ["GenerationRequest", "Mode", "PipelineStats"]

@@ -11,9 +11,10 @@ from pulid_server.model.families import FAMILIES, Family
 
 weights_app = typer.Typer(
     help=(
-        "Official weight files of each model family (sdxl: fal-ai/pulid; flux: fal-ai/flux-pulid): download "
-        "and check. FLUX.1-dev is a gated Hugging Face repo: accept its licence on the model page, then run "
-        "`huggingface-cli login` or set HF_TOKEN before `download --family flux`."
+        "Official weight files of each model family (sdxl: fal-ai/pulid; flux: fal-ai/flux-pulid; safety-sd, "
+        "safety-vit: the image safety checkers): download and check. FLUX.1-dev is a gated Hugging Face repo: "
+        "accept its licence on the model page, then run `huggingface-cli login` or set HF_TOKEN before "
+        "`download --family flux`."
     ),
     no_args_is_help=True,
 )

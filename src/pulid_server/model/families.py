@@ -63,6 +63,19 @@ FAMILIES: dict[str, Family] = {
         "pulid_server.model.flux.presets:load",
         alt_files_ref="pulid_server.model.flux.files:FLUX_SINGLE_FILES",
     ),
+    # image safety checkers (Settings.safety_checker), see model/safety/
+    "safety-sd": Family(
+        "safety-sd",
+        "Safety checker: diffusers' StableDiffusionSafetyChecker (CompVis weights)",
+        "pulid_server.model.safety.files:SD_CHECKER_FILES",
+        "pulid_server.model.safety.presets:load_sd",
+    ),
+    "safety-vit": Family(
+        "safety-vit",
+        "Safety checker: ViT NSFW image classifier (Falconsai/nsfw_image_detection)",
+        "pulid_server.model.safety.files:VIT_NSFW_FILES",
+        "pulid_server.model.safety.presets:load_vit",
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulid_server.model.families import Preset
 from pulid_server.model.flux.request import Quantize
+from pulid_server.policy import SafetyAction, SafetyMode
 
 if TYPE_CHECKING:
     from pulid_server.files import BlobStore
@@ -47,6 +48,20 @@ class Settings(BaseSettings):
         flux_quantize: FLUX family: `none`, `int8` or `fp8` weight-only transformer weights (torchao,
             `pip install 'pulid-server[quantize]'`); with flux_offload it fits 16-24 GB GPUs.
 
+    Content policy (docs/safety.md; an API key may override safety_mode and safety_action):
+        safety_checker: the image safety checker the workers load: `off`, `sd` (diffusers'
+            StableDiffusionSafetyChecker, CompVis weights) or `vit` (Falconsai/nsfw_image_detection).
+        safety_model: its preset: `official` (needs `pulid weights download --family safety-sd|safety-vit`),
+            `tiny` (seeded toy weights: tests and CI; its flags mean nothing) or `auto`.
+        safety_threshold: flag an image whose score is above this; unset means the checker's own default
+            (sd: 0, its built-in concept thresholds; vit: 0.5, the probability of the nsfw label).
+        safety_mode: `forced` (every image is checked), `optional` (a request's `enable_safety_checker`
+            decides where the endpoint has it; otherwise checked) or `off`.
+        safety_action: what a flagged image becomes: `black` (fal's behaviour), `blur`, or `fail` (the
+            request fails with `content_policy_violation`). Flagged images are never stored unmasked.
+        prompt_blocklist: words or phrases refused in a request's `prompt` at submit (422 naming the
+            field); case-insensitive, whole words; comma-separated in the env.
+
     Queue:
         lease_seconds: a claimed job whose worker has not heartbeated for this long is requeued.
         max_attempts: how many workers may try one job before it fails with `worker_crashed`.
@@ -75,6 +90,13 @@ class Settings(BaseSettings):
     flux_offload: bool = False
     flux_quantize: Quantize = "none"
 
+    safety_checker: Literal["off", "sd", "vit"] = "off"
+    safety_model: Preset = "official"
+    safety_threshold: float | None = None
+    safety_mode: SafetyMode = "optional"
+    safety_action: SafetyAction = "black"
+    prompt_blocklist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 2.0
     max_attempts: int = 3
@@ -95,10 +117,10 @@ class Settings(BaseSettings):
 
     extra_endpoints: list[str] = Field(default_factory=list)
 
-    @field_validator("worker_endpoints", mode="before")
+    @field_validator("worker_endpoints", "prompt_blocklist", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        return [e for e in value.split(",") if e] if isinstance(value, str) else value
+        return [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else value
 
     def flux_options(self) -> dict[str, object]:
         """Keyword options of `get_family("flux").load(...)`."""

@@ -36,6 +36,9 @@ class Failure:
 VALUE_ERROR = "value_error"
 NO_FACE = "no_face"
 INVALID_IMAGE = "invalid_image"
+# fal's type for input or output refused by a content checker (its Model Errors reference), a 422: here a
+# prompt on the operator's blocklist, or a generated image the safety checker flagged when the policy fails
+CONTENT_POLICY = "content_policy_violation"
 
 REQUEST_CANCELLED = Failure("request_cancelled", 400, "Request was cancelled")
 REQUEST_TIMEOUT = Failure("request_timeout", 504, "Request timed out before it started")

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event, select, text, update
 
 from pulid_server.failures import Failure
+from pulid_server.policy import KeyPolicy
 from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, QueueFull, SqlJobStore
 from pulid_server.store.migrate import SchemaTooNew
 from pulid_server.store.schema import SCHEMA_VERSION, server_values, workers
@@ -349,17 +350,39 @@ def test_workers_report_the_model_preset_of_each_endpoint(store: SqlJobStore) ->
     assert [w.presets for w in store.cluster.recent_workers(10)] == [{"fal-ai/pulid": "tiny"}, {}]
 
 
-def test_a_v1_database_is_migrated_to_record_presets(store: SqlJobStore, store_url: str) -> None:
-    with store.db.engine.begin() as conn:  # what a v1 node left behind: no presets column, version 1
-        conn.execute(text("ALTER TABLE workers DROP COLUMN presets"))
-        conn.execute(update(server_values).where(server_values.c.name == "schema_version").values(value="1"))
+# the columns each schema version added (store/migrate.py MIGRATIONS)
+ADDED_COLUMNS = {
+    2: [("workers", "presets")],
+    3: [
+        ("api_keys", "safety_mode"),
+        ("api_keys", "safety_action"),
+        ("jobs", "images_checked"),
+        ("jobs", "images_flagged"),
+    ],
+}
+
+
+def make_old(store: SqlJobStore, version: int) -> None:
+    """Turn a fresh database into what a node of schema `version` left behind, and close the store."""
+    assert max(ADDED_COLUMNS) == SCHEMA_VERSION
+    with store.db.engine.begin() as conn:
+        for added_in, columns in ADDED_COLUMNS.items():
+            for table, column in columns if added_in > version else []:
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(
+            update(server_values).where(server_values.c.name == "schema_version").values(value=str(version))
+        )
     store.close()
+
+
+def test_a_v1_database_is_migrated_to_record_presets(store: SqlJobStore, store_url: str) -> None:
+    make_old(store, 1)
     upgraded = SqlJobStore(store_url)
     upgraded.cluster.register_worker("w1", ["fal-ai/pulid"], presets={"fal-ai/pulid": "official"})
     assert upgraded.cluster.recent_workers(10)[0].presets == {"fal-ai/pulid": "official"}
     with upgraded.db.engine.begin() as conn:
         version = conn.execute(select(server_values.c.value).where(server_values.c.name == "schema_version"))
-        assert version.scalar() == str(SCHEMA_VERSION) == "2"
+        assert version.scalar() == str(SCHEMA_VERSION) == "3"
     upgraded.close()
 
 
@@ -430,3 +453,48 @@ def test_keys_and_server_values(store: SqlJobStore) -> None:
         store.values.server_value("signing", lambda: str(made.append(1) or len(made))) for _ in range(3)
     }
     assert values == {"1"} and made == [1]
+
+
+def test_key_content_policy(store: SqlJobStore) -> None:
+    plain = store.keys.create_key("plain").partition(":")[0]
+    strict = store.keys.create_key("strict", KeyPolicy("forced", "fail")).partition(":")[0]
+    assert store.keys.key_policy(plain) == KeyPolicy()
+    assert store.keys.key_policy(strict) == KeyPolicy("forced", "fail")
+    assert store.keys.set_key_policy(plain, KeyPolicy(safety_action="blur"))
+    assert store.keys.key_policy(plain) == KeyPolicy(None, "blur")
+    assert not store.keys.set_key_policy("nope", KeyPolicy("off"))
+    assert store.keys.key_policy("nope") == KeyPolicy()
+    listed = {k["key_id"]: (k["safety_mode"], k["safety_action"]) for k in store.keys.list_keys()}
+    assert listed == {plain: (None, "blur"), strict: ("forced", "fail")}
+
+
+def test_safety_counts_reach_the_finished_cursor(store: SqlJobStore) -> None:
+    a, b = submit(store), submit(store)
+    for job, counts in ((a, (3, 1)), (b, (None, None))):
+        running = store.queue.claim("w", [ECHO], 30)
+        assert running is not None and running.id == job.id
+        assert store.queue.complete(running, "w", {}, images_checked=counts[0], images_flagged=counts[1])
+    done = list(store.cluster.finished_since((0.0, 0), time.time()))
+    assert [(f.images_checked, f.images_flagged) for f in done] == [(3, 1), (None, None)]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_database_gains_the_content_policy_columns(
+    store: SqlJobStore, store_url: str, version: int
+) -> None:
+    """A database made by an earlier release keeps its keys and jobs, and gains the v3 columns."""
+    key = store.keys.create_key("old")
+    job = submit(store)
+    make_old(store, version)
+    upgraded = SqlJobStore(store_url)
+    try:
+        key_id = upgraded.keys.authenticate(key)
+        assert key_id is not None and upgraded.keys.key_policy(key_id) == KeyPolicy()
+        assert upgraded.keys.set_key_policy(key_id, KeyPolicy("off"))
+        claimed = upgraded.queue.claim("w", [ECHO], 30)
+        assert claimed is not None and claimed.id == job.id
+        assert upgraded.queue.complete(claimed, "w", {}, images_checked=2, images_flagged=0)
+        done = list(upgraded.cluster.finished_since((0.0, 0), time.time()))
+        assert [(f.images_checked, f.images_flagged) for f in done] == [(2, 0)]
+    finally:
+        upgraded.close()

@@ -123,6 +123,8 @@ class SqlClusterView:
                     jobs.c.created_at,
                     jobs.c.started_at,
                     jobs.c.finished_at,
+                    jobs.c.images_checked,
+                    jobs.c.images_flagged,
                 )
                 .where(
                     jobs.c.finished_at >= t,  # the index range; the OR below only breaks ties
@@ -136,7 +138,14 @@ class SqlClusterView:
                 rows = conn.execute(query).all()
             for r in rows:
                 yield FinishedJob(
-                    r.seq, r.endpoint_id, r.error_type, r.created_at, r.started_at, r.finished_at
+                    r.seq,
+                    r.endpoint_id,
+                    r.error_type,
+                    r.created_at,
+                    r.started_at,
+                    r.finished_at,
+                    r.images_checked,
+                    r.images_flagged,
                 )
             if len(rows) < limit:
                 return

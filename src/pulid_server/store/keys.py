@@ -1,4 +1,5 @@
-"""API keys: `key_id:secret`, stored as a hash of the secret and compared in constant time."""
+"""API keys: `key_id:secret`, stored as a hash of the secret and compared in constant time, and each key's
+content policy overrides (NULL columns leave the node's Settings in charge)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from pulid_server.policy import KeyPolicy
 from pulid_server.store.database import Database
 from pulid_server.store.schema import api_keys
 
@@ -24,12 +26,17 @@ class SqlKeyStore:
     def __init__(self, db: Database):
         self._db = db
 
-    def create_key(self, name: str = "") -> str:
+    def create_key(self, name: str = "", policy: KeyPolicy = KeyPolicy()) -> str:
         key_id, secret = uuid.uuid4().hex, secrets.token_hex(24)
         with self._db.tx() as conn:
             conn.execute(
                 insert(api_keys).values(
-                    key_id=key_id, name=name, secret_hash=hash_secret(secret), created_at=time.time()
+                    key_id=key_id,
+                    name=name,
+                    secret_hash=hash_secret(secret),
+                    created_at=time.time(),
+                    safety_mode=policy.safety_mode,
+                    safety_action=policy.safety_action,
                 )
             )
         return f"{key_id}:{secret}"
@@ -57,9 +64,27 @@ class SqlKeyStore:
                 "name": r.name,
                 "created_at": r.created_at,
                 "revoked": r.revoked_at is not None,
+                "safety_mode": r.safety_mode,
+                "safety_action": r.safety_action,
             }
             for r in rows
         ]
+
+    def key_policy(self, key_id: str) -> KeyPolicy:
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(api_keys.c.safety_mode, api_keys.c.safety_action).where(api_keys.c.key_id == key_id)
+            ).first()
+        return KeyPolicy.parse(row.safety_mode, row.safety_action) if row else KeyPolicy()
+
+    def set_key_policy(self, key_id: str, policy: KeyPolicy) -> bool:
+        with self._db.tx() as conn:
+            res = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id)
+                .values(safety_mode=policy.safety_mode, safety_action=policy.safety_action)
+            )
+        return res.rowcount == 1
 
     def revoke_key(self, key_id: str) -> bool:
         with self._db.tx() as conn:

@@ -9,21 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 
-from pulid_server.store.schema import SCHEMA_VERSION, metadata, server_values
+from pulid_server.store.schema import SCHEMA_VERSION, api_keys, jobs, metadata, server_values
 
 VERSION_KEY = "schema_version"
 # Any constant: the advisory lock that serializes schema creation between PostgreSQL nodes.
 _PG_SCHEMA_LOCK = 0x70756C6964  # "pulid"
 
 
+def add_columns(conn: Connection, table: Table, *names: str) -> None:
+    """ALTER TABLE ... ADD COLUMN for columns that schema.py now declares (nullable, no default)."""
+    for name in names:
+        column_type = table.c[name].type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}"))
+
+
 def _v2_worker_presets(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE workers ADD COLUMN presets TEXT NOT NULL DEFAULT '{}'"))
 
 
+def _v3_content_policy(conn: Connection) -> None:
+    add_columns(conn, api_keys, "safety_mode", "safety_action")
+    add_columns(conn, jobs, "images_checked", "images_flagged")
+
+
 # version -> the step that brings a database from version - 1 to it.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_worker_presets}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_worker_presets, 3: _v3_content_policy}
 
 
 class SchemaTooNew(RuntimeError):

@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from pulid_server.failures import Failure
+from pulid_server.policy import KeyPolicy
 from pulid_server.store.records import FinishedJob, Job, LogLine, QueueDepth, WebhookTask, WorkerInfo
 
 
 class KeyStore(Protocol):
-    """API keys (`key_id:secret`); only a hash of the secret is kept."""
+    """API keys (`key_id:secret`); only a hash of the secret is kept. Each key may override the node's
+    content policy (safety checker mode and action)."""
 
-    def create_key(self, name: str = "") -> str:
+    def create_key(self, name: str = "", policy: KeyPolicy = KeyPolicy()) -> str:
         """A new key, `key_id:secret`; the secret is not stored and cannot be shown again."""
         ...
 
@@ -27,7 +29,16 @@ class KeyStore(Protocol):
         ...
 
     def list_keys(self) -> list[dict[str, Any]]:
-        """`{key_id, name, created_at, revoked}` of every key, oldest first (never secrets)."""
+        """`{key_id, name, created_at, revoked, safety_mode, safety_action}` of every key, oldest first
+        (never secrets)."""
+        ...
+
+    def key_policy(self, key_id: str) -> KeyPolicy:
+        """The key's overrides (revoked keys too); no overrides for an unknown key."""
+        ...
+
+    def set_key_policy(self, key_id: str, policy: KeyPolicy) -> bool:
+        """Replace the key's overrides (None fields: the node's Settings decide). False for an unknown key."""
         ...
 
     def revoke_key(self, key_id: str) -> bool:
@@ -101,9 +112,12 @@ class JobQueue(Protocol):
         output: dict[str, Any] | None,
         failure: Failure | None = None,
         inference_time: float | None = None,
+        images_checked: int | None = None,
+        images_flagged: int | None = None,
     ) -> bool:
         """Record the end of a job we hold (and its webhook, in the same transaction). False if our lease
-        was lost (someone else owns it now)."""
+        was lost (someone else owns it now). `images_checked/flagged`: the safety checker's counts, if
+        it ran."""
         ...
 
     def reap(self, max_attempts: int) -> None:

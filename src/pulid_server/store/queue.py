@@ -273,6 +273,8 @@ class SqlJobQueue:
         output: dict[str, Any] | None,
         failure: Failure | None = None,
         inference_time: float | None = None,
+        images_checked: int | None = None,
+        images_flagged: int | None = None,
     ) -> bool:
         with self._db.tx() as conn:
             return self._finish(
@@ -283,6 +285,8 @@ class SqlJobQueue:
                 only_if_status=IN_PROGRESS,
                 worker_id=worker_id,
                 inference_time=inference_time,
+                images_checked=images_checked,
+                images_flagged=images_flagged,
             )
 
     @staticmethod
@@ -296,13 +300,21 @@ class SqlJobQueue:
         worker_id: str | None = None,
         inference_time: float | None = None,
         expired_at: float | None = None,
+        images_checked: int | None = None,
+        images_flagged: int | None = None,
     ) -> bool:
         where = [jobs.c.id == job.id, jobs.c.status == only_if_status]
         if worker_id is not None:
             where.append(jobs.c.worker_id == worker_id)
         if expired_at is not None:  # only if the lease is still expired now (not renewed since it was read)
             where.append(jobs.c.lease_until < expired_at)
-        values: dict[str, Any] = dict(status=COMPLETED, finished_at=time.time(), lease_until=None)
+        values: dict[str, Any] = dict(
+            status=COMPLETED,
+            finished_at=time.time(),
+            lease_until=None,
+            images_checked=images_checked,
+            images_flagged=images_flagged,
+        )
         if inference_time is not None:
             values["inference_time"] = inference_time
         if failure is None:

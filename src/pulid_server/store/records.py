@@ -88,6 +88,8 @@ class FinishedJob:
     created_at: float
     started_at: float | None
     finished_at: float
+    images_checked: int | None = None  # by the safety checker; None when it did not run
+    images_flagged: int | None = None
 
 
 @dataclass

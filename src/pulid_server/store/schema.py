@@ -18,7 +18,7 @@ from sqlalchemy import (
 
 # Bump only for changes that `create_all` cannot make by itself (new columns, changed meanings), and add
 # the step to store/migrate.py. New tables and indexes need no bump: they are created at start-up.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
 metadata = MetaData()
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived queues.
@@ -32,6 +32,9 @@ api_keys = Table(
     Column("secret_hash", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
+    # content policy overrides (pulid_server.policy); NULL: the node's Settings decide
+    Column("safety_mode", String(16)),
+    Column("safety_action", String(16)),
 )
 
 jobs = Table(
@@ -62,6 +65,9 @@ jobs = Table(
     Column("error_status", Integer),
     Column("error_body_json", Text),
     Column("inference_time", Float),
+    # images the safety checker saw and flagged (for /metrics); NULL when it did not run
+    Column("images_checked", Integer),
+    Column("images_flagged", Integer),
     UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_idempotency"),
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority, jobs.c.seq)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,8 +49,21 @@ class JobContext(Protocol):
     def load_image(self, url: str, loc: tuple[str | int, ...]) -> tuple[bytes, Image.Image]:
         """Fetch an input image (our files, data: URI or http(s)) within the limits; raise UserInputError."""
 
+    def save_images(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
+        """Store output images as PNGs and return their fal `Image` dicts (url, content_type, file_name,
+        ...), in order. They go through the operator's safety checker first, in one batch, when the
+        content policy has it run for this request (the request's `enable_safety_checker` field, if the
+        endpoint's Input has one, the API key's and the node's policy): a flagged image is stored masked
+        (black or blurred), or the job fails with `content_policy_violation` and nothing is stored."""
+
     def save_image(self, image: Image.Image) -> dict[str, Any]:
-        """Store an output PNG and return the fal `Image` dict (url, content_type, file_name, ...)."""
+        """`save_images([image])[0]`; prefer one `save_images` call for a batch (one checker pass)."""
+
+    @property
+    def nsfw_flags(self) -> list[bool]:
+        """`has_nsfw_concepts` of every image saved so far, in order (False where nothing was checked).
+        An endpoint whose Output has `has_nsfw_concepts` sets it from this; for one without it (fal-ai/pulid)
+        the worker adds the field to the output when the checker ran."""
 
 
 class Runner(Protocol):

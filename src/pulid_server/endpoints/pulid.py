@@ -154,7 +154,8 @@ def load_runner(settings: Settings) -> Any:
             raise UserInputError(
                 message, ("body", "reference_images", exc.index, "image_url"), failures.NO_FACE
             ) from exc
-        return PulidOutput(images=[Image(**ctx.save_image(img)) for img in images], seed=seed)
+        # fal's schema has no has_nsfw_concepts: the worker adds it when the safety checker ran
+        return PulidOutput(images=[Image(**saved) for saved in ctx.save_images(images)], seed=seed)
 
     run.preset = pipeline.preset  # type: ignore[attr-defined]  # read by endpoints.loaded_preset
     return run

@@ -1,8 +1,10 @@
-"""The JobContext a runner sees: logs, progress + cancel checks, input images, output files."""
+"""The JobContext a runner sees: logs, progress + cancel checks, input images, output files (screened by the
+safety checker before they are stored)."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -24,6 +26,7 @@ from pulid_server.files import (
 )
 from pulid_server.store import Job
 from pulid_server.worker.channel import JobChannel
+from pulid_server.worker.safety import ImageScreen
 
 # Keys under these prefixes are ours: a URL whose path is /files/<key> is read from the blob store
 # directly (no HTTP request leaves the worker, whatever host the URL names). So is any /files/ URL on this
@@ -52,6 +55,7 @@ class WorkerJobContext:
         self._blobs = blobs
         self._settings = settings
         self._base = (settings.public_url or job.base_url).rstrip("/")
+        self.screen = ImageScreen()  # the worker sets the job's own once its inputs are validated
 
     def log(self, message: str, level: str = "INFO") -> None:
         self._channel.log(message, level)
@@ -89,7 +93,17 @@ class WorkerJobContext:
         )
         return data
 
+    @property
+    def nsfw_flags(self) -> list[bool]:
+        return list(self.screen.flags)
+
+    def save_images(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
+        return [self._store(image) for image in self.screen.screen(images)]
+
     def save_image(self, image: Image.Image) -> dict[str, Any]:
+        return self.save_images([image])[0]
+
+    def _store(self, image: Image.Image) -> dict[str, Any]:
         data = encode_png(image)
         name = f"{secrets.token_urlsafe(12)}.png"
         key = f"outputs/{self.request_id}/{name}"

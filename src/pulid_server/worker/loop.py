@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,10 @@ from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
 from pulid_server.worker.doorbell import WorkerDoorbell
+from pulid_server.worker.safety import ImageScreen, load_checker
+
+if TYPE_CHECKING:
+    from pulid_server.model.safety import SafetyChecker
 
 log = logging.getLogger("pulid.worker")
 OOM_EXIT_CODE = 75  # the supervisor restarts the process; the CUDA context may be poisoned
@@ -50,6 +54,8 @@ class Outcome:
     output: dict[str, Any] | None = None
     failure: Failure | None = None
     fatal: bool = False  # stop this process after recording the job (e.g. GPU OOM)
+    images_checked: int | None = None  # by the safety checker; None when it did not run
+    images_flagged: int | None = None
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Worker:
         self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd)
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
         self.presets: dict[str, str] = {}  # endpoint id -> the model preset its runner loaded, if any
+        self.checker: SafetyChecker | None = None
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
 
@@ -84,6 +91,9 @@ class Worker:
                 self.presets[endpoint_id] = preset
             if preset in RANDOM_WEIGHT_PRESETS:
                 log.warning(random_weights_notice(endpoint_id, endpoint.family))
+        self.checker = load_checker(self.settings)
+        if self.checker is not None:
+            log.info("safety checker %s (%s) loaded", self.checker.name, self.settings.safety_model)
         log.info("worker %s ready: %s", self.worker_id, ", ".join(self.runners))
 
     def install_signal_handlers(self) -> None:
@@ -155,7 +165,13 @@ class Worker:
         channel.close()  # its log lines land before the job completes
         elapsed = time.perf_counter() - started
         if not self.store.queue.complete(
-            job, self.worker_id, outcome.output, outcome.failure, inference_time=elapsed
+            job,
+            self.worker_id,
+            outcome.output,
+            outcome.failure,
+            inference_time=elapsed,
+            images_checked=outcome.images_checked,
+            images_flagged=outcome.images_flagged,
         ):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
         else:
@@ -166,11 +182,19 @@ class Worker:
         ctx = WorkerJobContext(job, channel, self.blobs, self.settings)
         if self.presets.get(job.endpoint_id) in RANDOM_WEIGHT_PRESETS:
             ctx.log(random_weights_notice(endpoint.id, endpoint.family), "WARN")
+        outcome = self._attempt(endpoint, runner, job, ctx)
+        if ctx.screen.ran:
+            outcome.images_checked, outcome.images_flagged = ctx.screen.checked, sum(ctx.screen.flags)
+        return outcome
+
+    def _attempt(self, endpoint: Endpoint, runner: Runner, job: Job, ctx: WorkerJobContext) -> Outcome:
         try:
             inputs = endpoint.input_model.model_validate(job.input)
+            key = self.store.keys.key_policy(job.owner_key_id)
+            ctx.screen = ImageScreen.for_job(self.settings, self.checker, key, inputs, ctx.log)
             result = runner(inputs, ctx)
             output = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-            return Outcome(output=output)
+            return Outcome(output=ctx.screen.annotate(output))
         except JobCancelled:
             ctx.log("cancelled", "WARN")
             return Outcome(failure=failures.REQUEST_CANCELLED)

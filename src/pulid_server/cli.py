@@ -17,12 +17,15 @@ import typer.core
 from pulid_server.client.cli import register_commands
 from pulid_server.config import Settings
 from pulid_server.model.cli import weights_app
+from pulid_server.policy import KeyPolicy
 
 if TYPE_CHECKING:
     from pulid_server.store import JobStore
 
 app = typer.Typer(help="pulid-server: self-hosted PuLID behind fal's queue API.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys, and set a key's content policy.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 
 # Every flag of serve / worker / keys has a PULID_* environment variable (`envvar`, shown by --help); the
@@ -44,6 +47,21 @@ DatabaseUrl = Annotated[
 Storage = Annotated[
     str | None,
     typer.Option("--storage", envvar="PULID_STORAGE", help="'local' or s3://bucket/prefix (default: local)"),
+]
+SafetyModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--safety-mode",
+        help="This key's safety checker: forced | optional (the request's enable_safety_checker decides) "
+        "| off | inherit (PULID_SAFETY_MODE decides)",
+    ),
+]
+SafetyActionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--safety-action",
+        help="What a flagged image becomes for this key: black | blur | fail | inherit (PULID_SAFETY_ACTION)",
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
@@ -218,6 +236,8 @@ def worker(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
+    safety_mode: SafetyModeOpt = None,
+    safety_action: SafetyActionOpt = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -226,10 +246,45 @@ def keys_create(
     It goes into the database `pulid serve` uses with the same --data-dir / --database-url (default:
     ./data/pulid.db in the current folder, which must exist: run it where the server runs).
     """
+    policy = _key_policy(safety_mode, safety_action)
     store, where = _key_store(data_dir, database_url)
-    key = store.keys.create_key(name)
+    key = store.keys.create_key(name, policy)
     typer.echo(key)
     typer.echo(f"created key {key.partition(':')[0]} in {where}", err=True)
+
+
+@keys_app.command("policy")
+def keys_policy(
+    key_id: str,
+    safety_mode: SafetyModeOpt = None,
+    safety_action: SafetyActionOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show a key's content policy overrides, or change the ones given (applies to its next jobs)."""
+    store, where = _key_store(data_dir, database_url)
+    key_id = key_id.partition(":")[0]
+    if not any(k["key_id"] == key_id for k in store.keys.list_keys()):
+        typer.echo(f"no key {key_id!r} in {where}", err=True)
+        raise typer.Exit(1)
+    current = store.keys.key_policy(key_id)
+    if safety_mode is not None or safety_action is not None:
+        current = _key_policy(
+            safety_mode or current.safety_mode or "inherit",
+            safety_action or current.safety_action or "inherit",
+        )
+        store.keys.set_key_policy(key_id, current)
+    typer.echo(
+        f"{key_id} safety_mode={current.safety_mode or 'inherit'} "
+        f"safety_action={current.safety_action or 'inherit'}"
+    )
+
+
+def _key_policy(mode: str | None, action: str | None) -> KeyPolicy:
+    try:
+        return KeyPolicy.parse(mode, action)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @keys_app.command("list")
@@ -241,10 +296,12 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     from rich.table import Table
 
     store, where = _key_store(data_dir, database_url)
-    table = Table("key id", "name", "created", "revoked", caption=where)
+    table = Table("key id", "name", "created", "revoked", "safety mode", "safety action", caption=where)
     for k in store.keys.list_keys():
         created = datetime.fromtimestamp(k["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
-        table.add_row(k["key_id"], k["name"], created, "yes" if k["revoked"] else "")
+        revoked = "yes" if k["revoked"] else ""
+        mode, action = k["safety_mode"] or "inherit", k["safety_action"] or "inherit"
+        table.add_row(k["key_id"], k["name"], created, revoked, mode, action)
     Console().print(table)
 
 

@@ -14,16 +14,18 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import JsRunner, TlsServer, astronaut_png, write_self_signed_cert
+from tests.fixtures import safety
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 
 
 @pytest.fixture(scope="session")
 def fal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    """`pulid serve` with plain HTTP on `.port` and HTTPS (self-signed, IP:127.0.0.1) on `.tls_port`."""
+    """`pulid serve` with plain HTTP on `.port` and HTTPS (self-signed, IP:127.0.0.1) on `.tls_port`, and
+    the tiny safety checker (so every fal-ai/pulid output carries `has_nsfw_concepts`)."""
     folder = tmp_path_factory.mktemp("fal-server")
     cert, key = write_self_signed_cert(folder)
-    srv = TlsServer(folder / "data", cert=cert, tls_key=key).start()
+    srv = TlsServer(folder / "data", env=dict(safety.SERVER_ENV), cert=cert, tls_key=key).start()
     yield srv
     srv.stop()
 

@@ -121,9 +121,11 @@ def pulid_input(image_url: Any, seed: int) -> dict[str, Any]:
 
 
 def assert_pulid_output(output: dict[str, Any], seed: int, verify: str | bool = True) -> None:
-    """The output has the seed we sent, and every image URL downloads as a PNG of the requested size."""
+    """The output has the seed we sent, the safety checker's verdict, and every image URL downloads as a PNG
+    of the requested size."""
     assert output["seed"] == seed
     assert len(output["images"]) == 1
+    assert [type(flag) for flag in output["has_nsfw_concepts"]] == [bool]
     for image in output["images"]:
         assert (image["width"], image["height"]) == (IMAGE_SIZE["width"], IMAGE_SIZE["height"])
         r = httpx.get(image["url"], timeout=30, verify=verify)

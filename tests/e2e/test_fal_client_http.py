@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.support import PULID, TlsServer, assert_pulid_output, download, pulid_input
+from tests.fixtures import safety
 
 # fal-client 1.0.3 never closes the httpx clients it makes for CDN uploads; their sockets warn when collected.
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -100,6 +101,16 @@ def test_subscribe_pulid_with_encoded_file(fal: fal_client.SyncClient, face_png:
     )
     assert isinstance(updates[-1], fal_client.Completed) and updates[-1].error is None
     assert_pulid_output(output, seed=4242)
+
+
+def test_has_nsfw_concepts_and_the_request_switch(fal: fal_client.SyncClient) -> None:
+    """test/safety has fal-ai/flux-pulid's `enable_safety_checker` and `has_nsfw_concepts`."""
+    images = [safety.data_uri(safety.flagged_image()), safety.data_uri(safety.clean_image())]
+    checked = fal.subscribe("test/safety", {"image_urls": images})
+    assert checked["has_nsfw_concepts"] == [True, False]
+    assert not Image.open(io.BytesIO(download(checked["images"][0]["url"]))).getbbox()  # blacked out
+    unchecked = fal.run("test/safety", {"image_urls": images, "enable_safety_checker": False})
+    assert unchecked["has_nsfw_concepts"] == [False, False]
 
 
 def test_upload_file_uses_the_cdn_token_flow(

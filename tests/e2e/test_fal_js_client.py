@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import PULID, JsRunner, TlsServer, assert_pulid_output, download, pulid_input
+from tests.fixtures import safety
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("route", ["proxy", "fetch"])]
 ECHO = "test/echo"
@@ -90,6 +91,13 @@ def test_subscribe_pulid_with_blob_input(
     out = run_js("subscribe", route, endpoint=PULID, input=input_, mode="polling", facePath=str(face_png))
     assert out["updates"][-1]["status"] == "COMPLETED"
     assert_pulid_output(out["data"], seed=2024)
+
+
+def test_has_nsfw_concepts(run_js: JsRunner, fal_server: TlsServer, route: str) -> None:
+    images = [safety.data_uri(safety.flagged_image()), safety.data_uri(safety.clean_image())]
+    out = run_js("run", route, endpoint="test/safety", input={"image_urls": images})
+    assert out["data"]["has_nsfw_concepts"] == [True, False]
+    assert_routed(out, route, fal_server)
 
 
 def test_storage_upload(run_js: JsRunner, fal_server: TlsServer, face_png: Path, route: str) -> None:

@@ -7,7 +7,8 @@ node therefore reports the same cluster-wide numbers; scrape one, or aggregate w
 What one scrape costs:
 - gauges (queue depth, running jobs, webhook deliveries by state, live workers): aggregate queries per
   scrape over index ranges (the queue, bounded by the queue caps; the small workers table);
-- counters and histograms of finished jobs (by endpoint and error_type; wait and run time): cumulative
+- counters and histograms of finished jobs (by endpoint and error_type; wait and run time; images the
+  safety checker scored and flagged, by endpoint): cumulative
   since this API process started. Each scrape adds only the jobs finished since the previous one (a
   (finished_at, seq) cursor over an index), so it costs O(new jobs), never O(all jobs).
 """
@@ -75,6 +76,8 @@ class ClusterCollector(Collector):
         self._lock = threading.Lock()
         self._cursor = (_PROCESS_STARTED - SETTLE_SECONDS, 0)  # (finished_at, seq) of the last job counted
         self._completed: dict[tuple[str, str], int] = defaultdict(int)
+        self._images_checked: dict[str, int] = defaultdict(int)  # by the safety checker, per endpoint
+        self._images_flagged: dict[str, int] = defaultdict(int)
         self._wait: dict[str, _Histogram] = {}
         self._run: dict[str, _Histogram] = {}
 
@@ -95,6 +98,9 @@ class ClusterCollector(Collector):
 
     def _count(self, job: FinishedJob) -> None:
         self._completed[(job.endpoint_id, job.error_type or "none")] += 1
+        if job.images_checked is not None:
+            self._images_checked[job.endpoint_id] += job.images_checked
+            self._images_flagged[job.endpoint_id] += job.images_flagged or 0
         if job.started_at is None:  # cancelled or timed out while queued: it never ran
             return
         self._wait.setdefault(job.endpoint_id, _Histogram(WAIT_BUCKETS)).observe(
@@ -113,6 +119,14 @@ class ClusterCollector(Collector):
         for (endpoint, error_type), n in sorted(self._completed.items()):
             completed.add_metric([endpoint, error_type], n)
         yield completed
+        for name, doc, counts in (
+            ("pulid_images_checked", "Output images the safety checker scored", self._images_checked),
+            ("pulid_images_flagged", "Output images the safety checker flagged", self._images_flagged),
+        ):
+            counter = CounterMetricFamily(name, f"{doc} since this API process started", labels=["endpoint"])
+            for endpoint, n in sorted(counts.items()):
+                counter.add_metric([endpoint], n)
+            yield counter
         for name, doc, hists in (
             ("pulid_job_wait_seconds", "Submit to start of the attempt that finished the job", self._wait),
             ("pulid_job_run_seconds", "Start to finish of the attempt that finished the job", self._run),

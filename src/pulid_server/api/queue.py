@@ -17,6 +17,7 @@ from pulid_server.api.auth import require_key
 from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
 from pulid_server.files import FetchError, validate_url
+from pulid_server.policy import blocked_term
 from pulid_server.store import COMPLETED, IN_QUEUE, PRIORITIES, Job, LogLine, QueueFull
 
 REQUEST_ID_HEADER = "x-fal-request-id"
@@ -126,7 +127,11 @@ async def enqueue(
     *,
     webhook_url: str | None = None,
 ) -> Job:
-    """Validate the queue headers and persist the job (before anyone is answered)."""
+    """Check the prompt (blocklist) and the queue headers, then persist the job (before anyone is answered)."""
+    if blocked := blocked_term(body, tuple(state.settings.prompt_blocklist)):
+        name, term = blocked
+        message = f"{name} contains a blocked term ({term!r})"
+        raise HTTPException(422, [failures.field_error(("body", name), message, failures.CONTENT_POLICY)])
     if webhook_url is not None:
         try:
             await asyncio.to_thread(

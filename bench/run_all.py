@@ -47,6 +47,12 @@ SUITE: list[tuple[str, str, list[str], list[str]]] = [
         ["--repeats", "3", "--jobs", "1"],
     ),
     ("Memory: peak RSS of `pulid serve --model tiny`", "bench_rss.py", [], ["--jobs", "1"]),
+    (
+        "Safety checker: its cost as a ratio to the generation it follows",
+        "bench_safety.py",
+        [],
+        ["--repeats", "2", "--no-full-size"],
+    ),
 ]
 
 NOTES = """\

@@ -50,7 +50,7 @@ SUITE: list[tuple[str, str, list[str], list[str]]] = [
     (
         "Safety checker: its cost as a ratio to the generation it follows",
         "bench_safety.py",
-        [],
+        ["--repeats", "5"],
         ["--repeats", "2", "--no-full-size"],
     ),
 ]

@@ -280,6 +280,11 @@ def keys_policy(
     )
 
 
+def _overrides(mode: str | None, action: str | None) -> str:
+    """A key's content policy overrides for `keys list` ("mode, action", e.g. "forced, inherit"), or ""."""
+    return f"{mode or 'inherit'}, {action or 'inherit'}" if mode or action else ""
+
+
 def _key_policy(mode: str | None, action: str | None) -> KeyPolicy:
     try:
         return KeyPolicy.parse(mode, action)
@@ -289,19 +294,21 @@ def _key_policy(mode: str | None, action: str | None) -> KeyPolicy:
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List key ids, names and whether they are revoked (never secrets)."""
+    """List key ids, names, whether they are revoked, and content policy overrides (never secrets)."""
     from datetime import UTC, datetime
 
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     store, where = _key_store(data_dir, database_url)
-    table = Table("key id", "name", "created", "revoked", "safety mode", "safety action", caption=where)
-    for k in store.keys.list_keys():
+    keys = store.keys.list_keys()
+    overrides = {k["key_id"]: _overrides(k["safety_mode"], k["safety_action"]) for k in keys}
+    columns = ["name", "created", "revoked", *(["safety"] if any(overrides.values()) else [])]
+    table = Table(Column("key id", no_wrap=True), *columns, caption=where)  # ids are copied from here
+    for k in keys:
         created = datetime.fromtimestamp(k["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
-        revoked = "yes" if k["revoked"] else ""
-        mode, action = k["safety_mode"] or "inherit", k["safety_action"] or "inherit"
-        table.add_row(k["key_id"], k["name"], created, revoked, mode, action)
+        row = [k["key_id"], k["name"], created, "yes" if k["revoked"] else ""]
+        table.add_row(*row, *([overrides[k["key_id"]]] if len(columns) == 4 else []))
     Console().print(table)
 
 

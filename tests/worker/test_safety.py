@@ -99,6 +99,7 @@ def test_masks_hide_the_image() -> None:
     noisy = Image.fromarray(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8))
     black = mask(noisy, "black")
     assert black.size == noisy.size and black.mode == "RGB" and not np.asarray(black).any()
+    assert mask(noisy.convert("RGBA"), "black").getpixel((3, 3)) == (0, 0, 0, 255)  # black, not transparent
     blurred = np.asarray(mask(noisy, "blur")).astype(float)
     assert blurred.shape == (96, 160, 3)
     assert np.abs(np.diff(blurred, axis=1)).mean() < 2  # neighbours nearly equal: no detail left

@@ -47,7 +47,7 @@ def mask(image: Image.Image, action: SafetyAction) -> Image.Image:
         cells = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         coarse = image.resize(cells, Image.Resampling.BOX).resize(image.size, Image.Resampling.BICUBIC)
         return coarse.filter(ImageFilter.GaussianBlur(max(image.size) / (2 * BLUR_CELLS)))
-    return Image.new(image.mode, image.size)
+    return Image.new(image.mode, image.size, "black")  # opaque where the mode has alpha
 
 
 @dataclass
@@ -100,7 +100,7 @@ class ImageScreen:
             self.log(f"safety checker: {len(flagged)} of {len(flags)} image(s) flagged", "INFO")
         if flagged and self.action == "fail":
             raise UserInputError(
-                f"generated image(s) {flagged} flagged by the safety checker; nothing was stored",
+                f"generated image(s) {flagged} flagged by the safety checker",
                 ("body",),
                 failures.CONTENT_POLICY,
             )

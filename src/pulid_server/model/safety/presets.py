@@ -18,7 +18,7 @@ import torch
 
 from pulid_server.model.common.weights import Files, download_hint, missing_files, resolve_all
 from pulid_server.model.families import Preset
-from pulid_server.model.safety.checkers import ClassifierChecker, SdChecker
+from pulid_server.model.safety.checkers import ClassifierChecker, SdChecker, image_processor_class
 from pulid_server.model.safety.files import SD_CHECKER_FILES, VIT_NSFW_FILES
 
 log = logging.getLogger("pulid_server.model.safety")
@@ -65,11 +65,10 @@ def _load(
 
 
 def write_tiny_sd(folder: Path) -> None:
-    """A StableDiffusionSafetyChecker with a 2-layer CLIP vision tower, in the CompVis folder layout."""
+    """A StableDiffusionSafetyChecker with a 2-layer CLIP vision tower: config, preprocessor config and
+    weights, as in the CompVis folder (safetensors weights where CompVis has a .bin; both load alike)."""
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig
-
-    from pulid_server.model.safety.checkers import image_processor_class
 
     config = CLIPConfig(
         vision_config={
@@ -98,10 +97,9 @@ def write_tiny_sd(folder: Path) -> None:
 
 
 def write_tiny_vit(folder: Path) -> None:
-    """A 2-layer ViT classifier with labels normal / nsfw, in the Falconsai folder layout."""
+    """A 2-layer ViT classifier with labels normal / nsfw: config, preprocessor config and weights, as in the
+    Falconsai folder."""
     from transformers import ViTConfig, ViTForImageClassification
-
-    from pulid_server.model.safety.checkers import image_processor_class
 
     config = ViTConfig(
         image_size=TINY_SIZE,

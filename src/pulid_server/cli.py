@@ -118,8 +118,7 @@ def serve(
 ) -> None:
     """Run the API and (unless --workers 0) supervised worker processes: the whole service on one machine.
 
-    By default each model family gets its own worker process (`--workers` of them): SDXL (fal-ai/pulid)
-    and FLUX (fal-ai/flux-pulid) never load into one process unless --worker-groups says so.
+    Each model family gets its own worker processes (--workers of them) by default: SDXL (fal-ai/pulid) and FLUX (fal-ai/flux-pulid) never load into one process unless --worker-groups says so.
     """
     import uvicorn
 

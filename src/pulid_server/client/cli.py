@@ -232,8 +232,10 @@ class _RunCommand(typer.core.TyperCommand):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         super().format_help(ctx, formatter)
         argv: list[str] = ctx.meta.get("pulid.run.argv", [])
-        words = [a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1 : i] != [a] and
-                 (i == 0 or argv[i - 1] not in OWN_VALUE_OPTIONS)]  # fmt: skip
+        # ENDPOINT: the first word that is not an option nor the value of one of ours
+        words = [
+            a for i, a in enumerate(argv) if a[:1] != "-" and (i == 0 or argv[i - 1] not in OWN_VALUE_OPTIONS)
+        ]
         if words:
             given = argv[argv.index("--url") + 1] if "--url" in argv[:-1] else None
             _print_fields(words[0], given)

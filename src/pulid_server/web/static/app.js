@@ -274,7 +274,7 @@ function renderHistoryCount() {
 function openEntry(requestId) {
   const entry = history.get(requestId);
   if (!entry) return;
-  if (entry.endpoint_id !== endpointId) return showEndpoint(entry.endpoint_id, requestId); // its own form
+  if (entry.endpoint_id && entry.endpoint_id !== endpointId) return showEndpoint(entry.endpoint_id, requestId); // its own form
   selectTab("tab-generate");
   state.form.setValues(entry.input);
   state.shown = entry.request_id;
@@ -388,7 +388,10 @@ async function main() {
   document.body.dataset.ready = "true";
   setBusy(false);
   const latest = history.all()[0];
-  if (params.get("open")) openEntry(params.get("open")); // a request picked in another endpoint's history
+  if (params.get("open")) { // a request picked in another endpoint's history; a reload stays on the form
+    openEntry(params.get("open"));
+    window.history.replaceState(null, "", `?${new URLSearchParams({ endpoint: endpointId })}`);
+  }
   else if (latest && !FINAL.has(latest.status)) openEntry(latest.request_id); // resume a run left by a reload
 }
 

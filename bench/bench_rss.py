@@ -1,5 +1,6 @@
-"""Peak RSS (VmHWM) of `pulid serve --model tiny` after a few fal-ai/pulid jobs: the API process and the
-worker process, against the model alone (the tiny pipeline built and run in a bare process, same run).
+"""Peak RSS (VmHWM) of `pulid serve --model tiny` after a few jobs of each model family: the API process
+and the worker processes (one per family: fal-ai/pulid on SDXL, fal-ai/flux-pulid on FLUX), each against
+its model alone (the same tiny pipeline built and run for the same jobs in a bare process, same run).
 
 Run: PYTHONPATH=. .venv/bin/python bench/bench_rss.py [--jobs 3]
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,24 +20,12 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import PY, REPO, peak_rss_mib, pulid_server  # noqa: E402
+from bench.bench_flux import peak_rss_mib as model_alone_mib  # noqa: E402
+from bench.harness import peak_rss_mib, pulid_server  # noqa: E402
+from pulid_server.store import open_job_store  # noqa: E402
 
-SIZE = 64
-# The baseline: the same tiny pipeline, same request size, no service around it.
-MODEL_ALONE = f"""
-import io, torch
-from PIL import Image
-from skimage import data
-from pulid_server.model.sdxl import GenerationRequest
-from pulid_server.model.sdxl.presets import build_tiny
-torch.set_grad_enabled(False)
-pipe = build_tiny(torch.device("cpu"))
-image = Image.fromarray(data.astronaut()); buf = io.BytesIO(); image.save(buf, "PNG")
-for seed in range({{jobs}}):
-    pipe.generate(GenerationRequest(reference_images=[(buf.getvalue(), image)], prompt="a portrait photo",
-                                    width={SIZE}, height={SIZE}, seed=seed))
-print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-"""
+SIZE = 64  # the model-alone runs (bench_flux.RSS_SCRIPT) make the same: 64x64, 4 steps, "a portrait photo"
+FAMILIES = {"sdxl": "fal-ai/pulid", "flux": "fal-ai/flux-pulid"}
 
 
 def face_data_uri() -> str:
@@ -46,53 +34,61 @@ def face_data_uri() -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def run_jobs(url: str, key: str, jobs: int) -> None:
-    body = {
-        "reference_images": [{"image_url": face_data_uri()}],
-        "prompt": "a portrait photo",
-        "image_size": {"width": SIZE, "height": SIZE},
-    }
+def job_input(endpoint: str, seed: int) -> dict[str, object]:
+    common = {"prompt": "a portrait photo", "image_size": {"width": SIZE, "height": SIZE}, "seed": seed}
+    if endpoint == "fal-ai/pulid":
+        return {**common, "reference_images": [{"image_url": face_data_uri()}]}
+    return {**common, "reference_image_url": face_data_uri(), "num_inference_steps": 4}
+
+
+def run_jobs(url: str, key: str, endpoint: str, jobs: int) -> None:
     with httpx.Client(base_url=url, headers={"Authorization": f"Key {key}"}, timeout=300) as client:
         for seed in range(jobs):
-            r = client.post("/run/fal-ai/pulid", json={**body, "seed": seed})
+            r = client.post(f"/run/{endpoint}", json=job_input(endpoint, seed))
             if r.status_code != 200 or len(r.json()["images"]) != 1:
-                raise RuntimeError(f"fal-ai/pulid failed: {r.status_code} {r.text[:300]}")
+                raise RuntimeError(f"{endpoint} failed: {r.status_code} {r.text[:300]}")
+
+
+def worker_pids(data_dir: Path) -> dict[str, int]:
+    """Endpoint id -> pid of the worker process serving it, from the worker registry."""
+    store = open_job_store(f"sqlite:///{data_dir / 'pulid.db'}")
+    try:
+        return {e: w.pid for w in store.cluster.recent_workers(60) for e in w.endpoints}
+    finally:
+        store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=3)
     args = parser.parse_args()
-    env = {"PULID_MODEL": "tiny", "PULID_WORKER_ENDPOINTS": "fal-ai/pulid"}
+    env = {"PULID_MODEL": "tiny", "PULID_WORKER_ENDPOINTS": ",".join(FAMILIES.values())}
     with pulid_server(workers=1, env=env, args=("--model", "tiny")) as srv:
         start = time.perf_counter()
-        run_jobs(srv.url, srv.key, args.jobs)
+        for endpoint in FAMILIES.values():
+            run_jobs(srv.url, srv.key, endpoint, args.jobs)
         elapsed = time.perf_counter() - start
         api = peak_rss_mib(srv.proc.pid)
-        (worker_pid,) = srv.worker_pids()
-        worker = peak_rss_mib(worker_pid)
-    alone = subprocess.run(
-        [PY, "-c", MODEL_ALONE.replace("{jobs}", str(args.jobs))],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    model_alone = int(alone.stdout.strip().splitlines()[-1]) / 1024
+        pids = worker_pids(srv.data_dir)
+        workers = {family: peak_rss_mib(pids[endpoint]) for family, endpoint in FAMILIES.items()}
+    if pids[FAMILIES["sdxl"]] == pids[FAMILIES["flux"]]:
+        raise RuntimeError("one worker process served both families")
+    alone = {family: model_alone_mib(family, args.jobs) for family in FAMILIES}
     print(
-        f"`pulid serve --model tiny --workers 1`, {args.jobs} fal-ai/pulid jobs of {SIZE}x{SIZE} through "
-        f"POST /run ({elapsed:.1f} s); VmHWM from /proc/<pid>/status."
+        f"`pulid serve --model tiny --workers 1` (one worker process per model family), {args.jobs} jobs of "
+        f"{SIZE}x{SIZE} per endpoint through POST /run ({elapsed:.1f} s); VmHWM from /proc/<pid>/status."
     )
     print()
-    print("| process | peak RSS MiB | vs model alone |")
+    print("| process | peak RSS MiB | vs its model alone |")
     print("|---|---|---|")
-    print(
-        f"| model alone (tiny pipeline, same {args.jobs} generations, bare python) | {model_alone:.0f} | 1.00 |"
-    )
-    print(f"| worker process | {worker:.0f} | {worker / model_alone:.2f} |")
-    print(f"| API process (never imports the model) | {api:.0f} | {api / model_alone:.2f} |")
-    print(f"| API + worker | {api + worker:.0f} | {(api + worker) / model_alone:.2f} |")
+    for family, endpoint in FAMILIES.items():
+        print(f"| {family.upper()} model alone (tiny pipeline, same {args.jobs} generations, bare python) | "
+              f"{alone[family]:.0f} | 1.00 |")  # fmt: skip
+        print(f"| {family.upper()} worker process ({endpoint}) | {workers[family]:.0f} | "
+              f"{workers[family] / alone[family]:.2f} |")  # fmt: skip
+    total = api + sum(workers.values())
+    print(f"| API process (never imports the model) | {api:.0f} | - |")
+    print(f"| API + both workers | {total:.0f} | {total / sum(alone.values()):.2f} (vs both models alone) |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Server
+from tests.servers import TEST_ENDPOINTS, Server
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[Server]:
-    """A server of its own, for tests that restart or kill things. Not started."""
-    srv = Server(tmp_path / "data")
+    """A server of its own, for tests that restart or kill things. Not started. Its workers serve the
+    test endpoints only (one process, no model to load) unless the test says otherwise."""
+    srv = Server(tmp_path / "data", worker_endpoints=TEST_ENDPOINTS)
     yield srv
     srv.stop()

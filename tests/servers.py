@@ -24,6 +24,9 @@ TEST_ENV = {
     "PULID_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
     "PULID_MODEL": "tiny",
 }
+TEST_ENDPOINTS = (
+    "test/echo,test/fail,test/kill,test/image,test/safety"  # tests/fixtures/endpoints.py: no model
+)
 
 
 def free_port() -> int:
@@ -52,6 +55,7 @@ class Server:
     data_dir: Path
     port: int = field(default_factory=free_port)
     workers: int = 1
+    worker_endpoints: str = ""  # PULID_WORKER_ENDPOINTS (self.env wins); empty: every endpoint
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
@@ -66,7 +70,8 @@ class Server:
         return {"Authorization": f"Key {self.key}"}
 
     def full_env(self) -> dict[str, str]:
-        return {**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO), **self.env}
+        served = {"PULID_WORKER_ENDPOINTS": self.worker_endpoints} if self.worker_endpoints else {}
+        return {**os.environ, **TEST_ENV, "PYTHONPATH": str(REPO), **served, **self.env}
 
     def new_key(self) -> str:
         return pulid(
@@ -101,6 +106,8 @@ class Server:
                 stderr=subprocess.STDOUT,
             )
         self.wait("/health/ready" if wait_ready and self.workers else "/health/live")
+        if wait_ready and self.workers:
+            self.wait_loaded()
         return self
 
     def wait(self, path: str, timeout: float = 120.0) -> None:
@@ -116,6 +123,21 @@ class Server:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server not ready:\n{self.log()}")
+
+    def wait_loaded(self, timeout: float = 120.0) -> None:
+        """Until a worker has loaded each endpoint this server's workers serve (one process per model
+        family by default: they load side by side, and /health/ready answers once one is alive)."""
+        served = self.full_env().get("PULID_WORKER_ENDPOINTS", "")
+        paths = httpx.get(self.url + "/openapi.json", timeout=10).json()["paths"]
+        wanted = set(filter(None, served.split(","))) or {
+            p.removeprefix("/queue/") for p in paths if p.startswith("/queue/") and "{" not in p
+        }
+        deadline = time.monotonic() + timeout
+        while not wanted <= set(httpx.get(self.url + "/health/ready", timeout=10).json()["endpoints_ready"]):
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"endpoints not loaded: {wanted}\n{self.log()}")
+            time.sleep(0.1)
 
     def log(self) -> str:
         path = self.data_dir / f"server-{self.port}.log"

@@ -10,6 +10,7 @@ import click
 import pytest
 import typer.main
 
+from pulid_server import endpoints
 from pulid_server.cli import app
 from pulid_server.client._core import resolve_key, resolve_url
 from pulid_server.config import Settings
@@ -38,6 +39,14 @@ def flags(command: click.Command) -> set[str]:
     return {"--help", *(o for p in command.params for o in [*p.opts, *p.secondary_opts])}
 
 
+def endpoint_flags(invocation: str) -> set[str]:
+    """`pulid run ENDPOINT` also takes ENDPOINT's input fields as options (`--name`, `--no-name`)."""
+    endpoints.load_builtin_and_extra([])
+    ids = [e.id for e in endpoints.all_endpoints() if e.id in invocation.split()]
+    fields = [n for e in ids for n in endpoints.get(e).input_model.model_fields]  # type: ignore[union-attr]
+    return {f"--{prefix}{n.replace('_', '-')}" for n in fields for prefix in ("", "no-")}
+
+
 def doc_text() -> str:
     return "\n".join(path.read_text() for path in DOCS)
 
@@ -51,11 +60,12 @@ def test_every_flag_shown_in_a_pulid_command_exists() -> None:
             words.pop()
         assert words, f"no such command: pulid{match.group(1)}"
         command = " ".join(words)
+        known_flags = flags(known[command]) | (endpoint_flags(match.group(0)) if command == "run" else set())
         for flag in FLAG.findall(match.group(0)):
             exists = (
-                any(f.startswith(flag[:-1]) for f in flags(known[command]))
+                any(f.startswith(flag[:-1]) for f in known_flags)
                 if flag.endswith("*")
-                else (flag in flags(known[command]))
+                else (flag in known_flags)
             )
             assert exists, f"`pulid {command}` has no {flag}: {match.group(0)!r}"
             checked += 1
@@ -63,7 +73,9 @@ def test_every_flag_shown_in_a_pulid_command_exists() -> None:
 
 
 def test_every_flag_named_alone_exists_on_some_command() -> None:
-    every = set().union(*(flags(c) for c in commands().values()))
+    every = set().union(
+        *(flags(c) for c in commands().values()), endpoint_flags("fal-ai/pulid fal-ai/flux-pulid")
+    )
     for path in (REPO / "README.md", REPO / "docs" / "deployment.md", REPO / "docs" / "model.md"):
         for span in re.findall(r"`(--[^`]*)`", path.read_text()):
             assert span.split()[0] in every, f"{path.name}: `{span}` is no pulid flag"

@@ -74,6 +74,9 @@ def test_readme_blocks_run_as_written_and_end_with_pngs(server: Server, tmp_path
     for path in pngs:
         with Image.open(path) as image:
             assert (image.format, image.size) == ("PNG", (512, 512)), path
+    [flux] = (tmp_path / "flux").glob("*.png")  # fal-ai/flux-pulid, returned inline (sync_mode)
+    with Image.open(flux) as image:
+        assert (image.format, image.size) == ("PNG", (512, 512))
     request = json.loads((tmp_path / "input.json").read_text())
     assert request["reference_images"][0]["image_url"].startswith(f"{server.url}/files/uploads/")
     assert "warning: fal-ai/pulid runs the tiny model" in out.stderr  # the CLI says the images are noise

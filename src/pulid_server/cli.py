@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.core
+from pydantic import ValidationError
 
 from pulid_server.client.cli import register_commands
 from pulid_server.config import Settings
@@ -74,8 +75,13 @@ ModelOpt = Annotated[
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings from PULID_* env vars, with the CLI flags that were given on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from PULID_* env vars, with the CLI flags that were given on top; a bad value is a usage
+    error naming the setting (exit 2), not a traceback."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems) from None
 
 
 @app.command()
@@ -87,8 +93,22 @@ def serve(
     storage: Storage = None,
     model: ModelOpt = None,
     workers: Annotated[
-        int, typer.Option(envvar="PULID_WORKERS", help="Worker processes on this machine; 0 = API-only node")
+        int,
+        typer.Option(
+            envvar="PULID_WORKERS",
+            help="Worker processes per worker group on this machine; 0 = API-only node",
+        ),
     ] = 1,
+    worker_groups: Annotated[
+        str | None,
+        typer.Option(
+            "--worker-groups",
+            envvar="PULID_WORKER_GROUPS",
+            help="Which endpoints share a worker process: 'family' (one group per model family, so SDXL and "
+            "FLUX never share a process; default), 'one' (all in one process) or explicit groups of "
+            "endpoint ids, ';' between groups and ',' within one",
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -114,12 +134,23 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Run the API and (unless --workers 0) supervised worker processes: the whole service on one machine."""
+    """Run the API and (unless --workers 0) supervised worker processes: the whole service on one machine.
+
+    Each model family gets its own worker processes (--workers of them) by default: SDXL (fal-ai/pulid) and FLUX (fal-ai/flux-pulid) never load into one process unless --worker-groups says so.
+    """
     import uvicorn
 
     from pulid_server.api.app import create_app
 
-    settings = make_settings(data_dir=data_dir, database_url=database_url, storage=storage, model=model)
+    settings = make_settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        storage=storage,
+        model=model,
+        worker_groups=worker_groups,
+    )
+    if workers > 0:
+        _check_worker_groups(settings)
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
     tls: dict[str, Any] = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
@@ -152,6 +183,19 @@ def serve(
         typer.echo(f"database: {describe_database(settings.resolved_database_url())}", err=True)
 
     asyncio.run(_serve_all([uvicorn.Server(c) for c in configs], sockets, announce))
+
+
+def _check_worker_groups(settings: Settings) -> None:
+    """Refuse groupings that name unknown endpoints before anything starts (one line, exit 2)."""
+    from pulid_server import endpoints
+    from pulid_server.api.services.worker_groups import WorkerGroupError, plan_worker_groups
+
+    endpoints.load_builtin_and_extra(settings.extra_endpoints)
+    try:
+        plan_worker_groups(settings, endpoints.all_endpoints())
+    except WorkerGroupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _listen(host: str, port: int, how: str) -> socket.socket:

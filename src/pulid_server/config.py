@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from pulid_server.files import BlobStore
 
 
+GROUPINGS = ("family", "one")  # worker_groups values that are not explicit groups
+
+
+def parse_worker_groups(text: str) -> list[list[str]]:
+    """`a/b,c/d;e/f` -> [["a/b", "c/d"], ["e/f"]]; an empty group (`a/b;;c/d`) comes back empty."""
+    return [[e.strip() for e in group.split(",") if e.strip()] for group in text.split(";")]
+
+
 class Settings(BaseSettings):
     """Configuration of a pulid-server node. Every field can be set as env var `PULID_<NAME>`.
 
@@ -40,6 +48,11 @@ class Settings(BaseSettings):
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
         worker_endpoints: endpoint ids the workers of this node load (comma-separated in the env);
             empty means every registered endpoint.
+        worker_groups: how `pulid serve` splits those endpoints among its worker processes (`workers`
+            of each group): `family` (default: one group per model family, so SDXL and FLUX never share
+            a process or a GPU context; endpoints without a model form one more), `one` (every endpoint
+            in one process), or explicit groups: `;` between groups, `,` within one, e.g.
+            `fal-ai/pulid;fal-ai/flux-pulid` (these name the endpoints served; worker_endpoints is unused).
         sdxl_no_cfg_id_tokens: SDXL family at guidance_scale <= 1 (no CFG): `official` lets each image's
             ID attention see its uncond and cond ID tokens as one sequence, as the official code does;
             `cond` uses the cond tokens alone (pulid-server before 0.2).
@@ -86,6 +99,7 @@ class Settings(BaseSettings):
     weights_dir: Path | None = None
     device: str = "auto"
     worker_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    worker_groups: str = "family"
     sdxl_no_cfg_id_tokens: Literal["official", "cond"] = "official"
     flux_offload: bool = False
     flux_quantize: Quantize = "none"
@@ -121,6 +135,18 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else value
+
+    @field_validator("worker_groups")
+    @classmethod
+    def _groups_syntax(cls, value: str) -> str:
+        value = value.strip() or "family"
+        if value not in GROUPINGS and not all(parse_worker_groups(value)):
+            raise ValueError("expected 'family', 'one' or groups of endpoint ids: 'a/b,c/d;e/f'")
+        return value
+
+    def explicit_worker_groups(self) -> list[list[str]] | None:
+        """The groups `worker_groups` lists, or None for `family` / `one`."""
+        return None if self.worker_groups in GROUPINGS else parse_worker_groups(self.worker_groups)
 
     def flux_options(self) -> dict[str, object]:
         """Keyword options of `get_family("flux").load(...)`."""

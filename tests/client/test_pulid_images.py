@@ -41,7 +41,7 @@ def test_cli_run_saves_the_images(server: Server, face_png: Path, tmp_path: Path
     out_dir = tmp_path / "out"
     out = pulid(
         server, "run", "fal-ai/pulid", "--prompt", "a watercolor portrait", "--ref", str(face_png),
-        "--num-images", "2", "--image-size", "64x64", "--steps", "2", "--seed", "1", "--out", str(out_dir),
+        "--num-images", "2", "--image-size", "64x64", "--num-inference-steps", "2", "--seed", "1", "--out", str(out_dir),
         timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -54,7 +54,7 @@ def test_cli_run_saves_the_images(server: Server, face_png: Path, tmp_path: Path
 
     out = pulid(
         server, "run", "fal-ai/pulid", "--prompt", "x", "--ref", str(face_png), "--image-size", "64x64",
-        "--steps", "1", "--mode", "extreme style", "--id-scale", "1.0", "--out", str(out_dir), "--json",
+        "--num-inference-steps", "1", "--mode", "extreme style", "--id-scale", "1.0", "--out", str(out_dir), "--json",
         timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr

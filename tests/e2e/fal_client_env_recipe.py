@@ -59,6 +59,17 @@ def subscribe_pulid(face_path: str) -> dict[str, Any]:
     return {"output": output, "updates": [describe(u) for u in updates]}
 
 
+def subscribe_flux(face_path: str) -> dict[str, Any]:
+    arguments = {
+        "prompt": "portrait, oil painting",
+        "reference_image_url": fal_client.encode_file(Path(face_path)),
+        "image_size": {"width": 64, "height": 64},
+        "num_inference_steps": 2,
+        "seed": 4321,
+    }
+    return {"output": fal_client.subscribe("fal-ai/flux-pulid", arguments, client_timeout=TIMEOUT)}
+
+
 def submit_status_result() -> dict[str, Any]:
     handle = fal_client.submit(ECHO, {"value": "queued", "steps": 2, "step_seconds": 0.05})
     first = handle.status(with_logs=True)
@@ -103,6 +114,7 @@ def main() -> None:
     results = {
         "subscribe": subscribe_echo(),
         "subscribe_pulid": subscribe_pulid(face_path),
+        "subscribe_flux": subscribe_flux(face_path),
         "submit": submit_status_result(),
         "cancel": cancel_long_job(),
         "run": run_echo(),

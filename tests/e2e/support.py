@@ -3,6 +3,7 @@ the reference face, and checks on the images the clients return."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import ipaddress
@@ -22,6 +23,7 @@ from PIL import Image
 from tests.servers import Server, free_port
 
 PULID = "fal-ai/pulid"
+FLUX = "fal-ai/flux-pulid"
 IMAGE_SIZE = {"width": 64, "height": 64}
 JsRunner = Callable[..., Any]  # run_js(case, route, **args) -> the JSON that js/cases.mjs printed
 
@@ -134,6 +136,47 @@ def assert_pulid_output(output: dict[str, Any], seed: int, verify: str | bool = 
         with Image.open(io.BytesIO(r.content)) as png:
             assert png.format == "PNG"
             assert png.size == (IMAGE_SIZE["width"], IMAGE_SIZE["height"])
+
+
+def flux_input(image_url: Any, seed: int, sync_mode: bool = False) -> dict[str, Any]:
+    return {
+        "prompt": "portrait, oil painting",
+        "reference_image_url": image_url,
+        "image_size": IMAGE_SIZE,
+        "num_inference_steps": 2,
+        "seed": seed,
+        "sync_mode": sync_mode,
+    }
+
+
+def assert_flux_output(
+    output: dict[str, Any], seed: int, inline: bool = False, verify: str | bool = True
+) -> None:
+    """fal's flux-pulid output; the image is a PNG of the requested size, inline (sync_mode) or stored."""
+    assert set(output) == {"images", "has_nsfw_concepts", "prompt", "seed", "timings"}
+    assert (output["seed"], output["prompt"], output["has_nsfw_concepts"]) == (
+        seed,
+        "portrait, oil painting",
+        [False],
+    )
+    [image] = output["images"]
+    if inline:
+        head, _, payload = image["url"].partition(",")
+        assert head == "data:image/png;base64"
+        data = base64.b64decode(payload)
+    else:
+        r = httpx.get(image["url"], timeout=30, verify=verify)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+        data = r.content
+    with Image.open(io.BytesIO(data)) as png:
+        assert (png.format, png.size) == ("PNG", (IMAGE_SIZE["width"], IMAGE_SIZE["height"]))
+
+
+def faceless_data_uri() -> str:
+    """A flat grey PNG: no face for the detector to find."""
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 96), (120, 120, 120)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def download(url: str) -> bytes:

@@ -17,7 +17,17 @@ import fal_client.client
 import pytest
 from PIL import Image
 
-from tests.e2e.support import PULID, TlsServer, assert_pulid_output, download, pulid_input
+from tests.e2e.support import (
+    FLUX,
+    PULID,
+    TlsServer,
+    assert_flux_output,
+    assert_pulid_output,
+    download,
+    faceless_data_uri,
+    flux_input,
+    pulid_input,
+)
 from tests.fixtures import safety
 
 # fal-client 1.0.3 never closes the httpx clients it makes for CDN uploads; their sockets warn when collected.
@@ -161,3 +171,24 @@ def test_422_from_the_worker_surfaces_on_result(fal: fal_client.SyncClient) -> N
         fal.subscribe("test/fail", {"kind": "user"})
     assert exc.value.status_code == 422 and exc.value.error_type == "no_face"
     assert [e["loc"] for e in exc.value.message] == [["body", "reference_images", 0, "image_url"]]  # type: ignore[index]
+
+
+def test_subscribe_flux_pulid_with_an_uploaded_file(fal: fal_client.SyncClient, face_png: Path) -> None:
+    url = fal.upload_file(face_png)
+    updates: list[fal_client.Status] = []
+    output = fal.subscribe(FLUX, flux_input(url, seed=77), with_logs=True, on_queue_update=updates.append)
+    assert isinstance(updates[-1], fal_client.Completed) and updates[-1].error is None
+    assert updates[-1].logs is not None and "step 2/2" in [x["message"] for x in updates[-1].logs]
+    assert_flux_output(output, seed=77)
+
+
+def test_flux_pulid_sync_mode_returns_the_image_inline(fal: fal_client.SyncClient, face_png: Path) -> None:
+    output = fal.run(FLUX, flux_input(fal_client.encode_file(face_png), seed=78, sync_mode=True))
+    assert_flux_output(output, seed=78, inline=True)
+
+
+def test_flux_pulid_without_a_face_is_a_no_face_422(fal: fal_client.SyncClient) -> None:
+    with pytest.raises(fal_client.FalClientHTTPError) as exc:
+        fal.subscribe(FLUX, flux_input(faceless_data_uri(), seed=1))
+    assert (exc.value.status_code, exc.value.error_type) == (422, "no_face")
+    assert [e["loc"] for e in exc.value.message] == [["body", "reference_image_url"]]  # type: ignore[index]

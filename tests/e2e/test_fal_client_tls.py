@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import TlsServer, assert_pulid_output
+from tests.e2e.support import TlsServer, assert_flux_output, assert_pulid_output
 
 pytestmark = pytest.mark.e2e
 SCRIPT = Path(__file__).with_name("fal_client_env_recipe.py")
@@ -58,6 +58,12 @@ def test_subscribe_pulid_over_https_returns_png_images(
     output = returned["subscribe_pulid"]["output"]
     assert all(image["url"].startswith(f"https://{fal_server.tls_host}/files/") for image in output["images"])
     assert_pulid_output(output, seed=1234, verify=str(fal_server.cert))
+
+
+def test_subscribe_flux_pulid_over_https(returned: dict[str, Any], fal_server: TlsServer) -> None:
+    output = returned["subscribe_flux"]["output"]
+    assert output["images"][0]["url"].startswith(f"https://{fal_server.tls_host}/files/")
+    assert_flux_output(output, seed=4321, verify=str(fal_server.cert))
 
 
 def test_submit_status_result_over_https(returned: dict[str, Any], fal_server: TlsServer) -> None:

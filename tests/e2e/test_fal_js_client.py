@@ -9,7 +9,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import PULID, JsRunner, TlsServer, assert_pulid_output, download, pulid_input
+from tests.e2e.support import (
+    FLUX,
+    PULID,
+    JsRunner,
+    TlsServer,
+    assert_flux_output,
+    assert_pulid_output,
+    download,
+    faceless_data_uri,
+    flux_input,
+    pulid_input,
+)
 from tests.fixtures import safety
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("route", ["proxy", "fetch"])]
@@ -113,4 +124,37 @@ def test_validation_error_has_field_errors(run_js: JsRunner, fal_server: TlsServ
     assert (out["name"], out["isValidationError"], out["status"]) == ("ValidationError", True, 422)
     assert [e["loc"] for e in out["fieldErrors"]] == [["body", "reference_images"]]
     assert out["fieldErrors"][0]["type"] == "too_short"
+    assert_routed(out, route, fal_server)
+
+
+def test_subscribe_flux_pulid_with_blob_input(
+    run_js: JsRunner, fal_server: TlsServer, face_png: Path, route: str
+) -> None:
+    """A Blob as reference_image_url (one image, not a list) is uploaded by the client before the call."""
+    input_ = flux_input("", seed=606)
+    out = run_js("subscribe", route, endpoint=FLUX, input=input_, mode="streaming", facePath=str(face_png))
+    assert out["updates"][-1]["status"] == "COMPLETED" and "step 2/2" in out["updates"][-1]["logs"]
+    assert_flux_output(out["data"], seed=606)
+    assert len([r for r in out["requests"] if "/storage/upload/initiate" in r]) == 1
+    assert_routed(out, route, fal_server)
+
+
+def test_run_flux_pulid_sync_mode(
+    run_js: JsRunner, fal_server: TlsServer, face_png: Path, route: str
+) -> None:
+    out = run_js(
+        "run", route, endpoint=FLUX, input=flux_input("", seed=607, sync_mode=True), facePath=str(face_png)
+    )
+    assert_flux_output(out["data"], seed=607, inline=True)
+    assert_routed(out, route, fal_server)
+
+
+def test_flux_pulid_without_a_face_throws_the_no_face_error(
+    run_js: JsRunner, fal_server: TlsServer, route: str
+) -> None:
+    out = run_js("failing", route, endpoint=FLUX, input=flux_input(faceless_data_uri(), seed=1))
+    assert (out["status"], out["body"]["error_type"]) == (422, "no_face")
+    assert out["isValidationError"] and [e["loc"] for e in out["fieldErrors"]] == [
+        ["body", "reference_image_url"]
+    ]
     assert_routed(out, route, fal_server)

@@ -5,6 +5,7 @@ error display, and the API tab's snippets (which are run for real)."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, sync_playwright
 
 from tests.servers import REPO, Server
@@ -136,9 +138,9 @@ def test_page_and_assets_are_served_without_a_key(server: Server) -> None:
 # -- the form is the schema ---------------------------------------------------------------------------
 
 
-def _schema(server: Server) -> tuple[dict[str, Any], dict[str, Any]]:
+def _schema(server: Server, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
     openapi = httpx.get(server.url + "/openapi.json", timeout=10).json()
-    ref = openapi["paths"]["/queue/fal-ai/pulid"]["post"]["requestBody"]["content"]["application/json"][
+    ref = openapi["paths"][f"/queue/{endpoint}"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
     ]["$ref"]
     components = openapi["components"]["schemas"]
@@ -156,7 +158,7 @@ READ_FORM = """() => {
     const name = box.dataset.field, kind = box.dataset.kind;
     const el = document.getElementById("in-" + name);
     const f = {kind, tag: el.tagName.toLowerCase(), type: el.type, required: el.required};
-    if (kind === "images") Object.assign(f, {minItems: box.dataset.minItems, maxItems: box.dataset.maxItems, itemKey: box.dataset.itemKey});
+    if (kind === "images") Object.assign(f, {minItems: box.dataset.minItems, maxItems: box.dataset.maxItems, itemKey: box.dataset.itemKey, single: box.dataset.single === "true", multiple: el.multiple});
     if (kind === "text") Object.assign(f, {value: el.value, maxLength: el.maxLength});
     if (kind === "number") Object.assign(f, num(el));
     if (kind === "boolean") f.checked = el.checked;
@@ -193,12 +195,22 @@ def test_banner_says_the_tiny_models_images_are_noise(page: Page, server: Server
     assert page.is_hidden("#model-notice")
 
 
-def test_form_matches_openapi(page: Page, server: Server) -> None:
-    """Every PulidInput property is a form field with the schema's default, range and options."""
-    root, components = _schema(server)
-    open_playground(page, server)
+@pytest.mark.parametrize("endpoint", ["fal-ai/pulid", "fal-ai/flux-pulid"])
+def test_form_matches_openapi(page: Page, server: Server, endpoint: str) -> None:
+    """Every input property is a form field with the schema's default, range and options."""
+    root, components = _schema(server, endpoint)
+    open_playground(page, server, query=f"?endpoint={endpoint}")
+    assert page.input_value("#endpoint-select") == endpoint
+    assert {"fal-ai/pulid", "fal-ai/flux-pulid", "test/echo"} <= set(
+        page.eval_on_selector_all("#endpoint-select option", "options => options.map((o) => o.value)")
+    )
     form = page.evaluate(READ_FORM)
-    assert list(form) == list(root["properties"]), "fields (and their order) must be the schema's properties"
+    assert sorted(form) == sorted(root["properties"]), "the fields must be the schema's properties"
+    # required fields and images first, then the text areas, then the rest, each in the schema's order
+    names = list(root["properties"])
+    assert [n for n in form if form[n]["kind"] not in ("images", "text")] == [
+        n for n in names if form[n]["kind"] not in ("images", "text")
+    ]
     required = set(root.get("required", []))
     for name, prop in root["properties"].items():
         dom, default = form[name], prop.get("default")
@@ -208,7 +220,10 @@ def test_form_matches_openapi(page: Page, server: Server) -> None:
             item = _deref(prop["items"], components)
             assert dom["kind"] == "images" and dom["type"] == "file", name
             assert (int(dom["minItems"]), int(dom["maxItems"])) == (prop["minItems"], prop["maxItems"]), name
-            assert [dom["itemKey"]] == list(item["properties"]), name
+            assert [dom["itemKey"]] == list(item["properties"]) and dom["multiple"], name
+        elif prop.get("type") == "string" and name.endswith("image_url"):  # one image: the picker, single
+            assert dom["kind"] == "images" and dom["type"] == "file" and dom["single"], name
+            assert not dom["multiple"] and dom["maxItems"] == "1", name
         elif prop.get("type") == "string" and "enum" not in prop:
             assert dom["kind"] == "text" and dom["tag"] == "textarea", name
             assert dom["value"] == (default or "") and dom["maxLength"] == prop["maxLength"], name
@@ -230,7 +245,8 @@ def test_form_matches_openapi(page: Page, server: Server) -> None:
             assert dom["value"] == (default if isinstance(default, str) else "custom"), name
             assert list(dom["sub"]) == list(obj["properties"]), name
             for sub, sub_prop in obj["properties"].items():
-                sub_default = (default or {}).get(sub, sub_prop.get("default"))
+                given = default if isinstance(default, dict) else {}  # a preset default: the object's own
+                sub_default = given.get(sub, sub_prop.get("default"))
                 _assert_number(dom["sub"][sub], sub_prop, sub_default, f"{name}.{sub}")
     # accessibility: every control has a <label>, every button a name
     unlabelled = page.evaluate("""() => [...document.querySelectorAll("input, select, textarea")]
@@ -330,6 +346,73 @@ def test_generate_progress_cancel_and_history(page: Page, server: Server, face_p
     shoot(page, "phone-reopened")
     page.click("#tab-history")
     shoot(page, "phone-history")
+
+
+# -- fal-ai/flux-pulid: picked from the header, one reference image, inline (sync_mode) results ---------
+
+
+def test_flux_pulid_from_the_endpoint_picker(page: Page, server: Server, face_png: Path) -> None:
+    open_playground(page, server)
+    with page.expect_navigation():
+        page.select_option("#endpoint-select", "fal-ai/flux-pulid")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.url.endswith("/playground?endpoint=fal-ai%2Fflux-pulid")
+    page.wait_for_selector("#model-notice:not([hidden])")
+    assert page.inner_text("#model-notice code") == "pulid weights download --family flux"
+    # one image: a second pick replaces the first
+    for _ in range(2):
+        page.set_input_files("#in-reference_image_url", str(face_png))
+        page.wait_for_selector(".thumb[data-status=ready]")
+    assert page.locator(".thumb").count() == 1
+    assert page.inner_text("#reference_image_url-hint").startswith("One image.")
+    page.fill("#in-prompt", "portrait, flux")
+    page.select_option("#in-image_size", "custom")
+    page.fill("#in-image_size-width", "64")
+    page.fill("#in-image_size-height", "64")
+    page.fill("#in-num_inference_steps", "2")
+    page.select_option("#in-max_sequence_length", "256")
+    page.check("#in-sync_mode")
+    with page.expect_request(
+        lambda r: r.method == "POST" and r.url.endswith("/queue/fal-ai/flux-pulid")
+    ) as submitted:
+        page.click("#generate")
+    body = submitted.value.post_data_json
+    assert body is not None and body["reference_image_url"].startswith(f"{server.url}/files/uploads/")
+    assert (body["max_sequence_length"], body["sync_mode"], body["num_inference_steps"]) == ("256", True, 2)
+    assert "true_cfg" not in body  # defaults are not sent
+    wait_final(page, "COMPLETED")
+    image = page.wait_for_selector("#gallery img")
+    assert image is not None and (image.get_attribute("src") or "").startswith("data:image/png;base64,")
+    page.wait_for_function("() => document.querySelector('#gallery img').naturalWidth === 64")
+    assert page.get_attribute("#gallery a[download]", "href") == image.get_attribute("src")
+    shoot(page, "desktop-flux-result")
+
+    # no face: the error sits at the reference image field
+    flat = Image.new("RGB", (96, 96), (120, 120, 120))
+    buf = io.BytesIO()
+    flat.save(buf, "PNG")
+    page.fill(
+        "#in-reference_image_url-url", "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    )
+    page.get_by_role("button", name="Add URL").click()
+    assert page.locator(".thumb").count() == 1
+    page.click("#generate")
+    wait_final(page, "FAILED")
+    assert "No face found" in page.inner_text("#run-error")
+    assert page.inner_text("#reference_image_url-error").startswith("no face found")
+
+    # the history lists both endpoints' requests; a flux one opens in the flux form from the pulid page
+    with page.expect_navigation():
+        page.select_option("#endpoint-select", "fal-ai/pulid")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#tab-history")
+    done = page.locator(".hist-item[data-status=COMPLETED]").filter(has_text="fal-ai/flux-pulid")
+    with page.expect_navigation():
+        done.get_by_role("button", name=re.compile("^Open")).click()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.input_value("#endpoint-select") == "fal-ai/flux-pulid"
+    assert page.input_value("#in-prompt") == "portrait, flux" and page.is_checked("#in-sync_mode")
+    page.wait_for_function("() => document.querySelector('#gallery img')?.naturalWidth === 64")
 
 
 # -- errors where they belong ---------------------------------------------------------------------------

@@ -80,8 +80,9 @@ def test_the_tiny_models_noise_is_said_per_endpoint(server: Server) -> None:
     """The worker reports the preset it loaded; readiness and the schema name the endpoints on random
     weights, with the command that fixes it, and only those (the test endpoints load no model)."""
     ready = httpx.get(server.url + "/health/ready").json()
-    assert ready["models"] == {"fal-ai/pulid": ["tiny"]}
-    assert list(ready["random_weights"]) == ["fal-ai/pulid"]
+    assert ready["models"] == {"fal-ai/flux-pulid": ["tiny"], "fal-ai/pulid": ["tiny"]}
+    assert sorted(ready["random_weights"]) == ["fal-ai/flux-pulid", "fal-ai/pulid"]
+    assert "`pulid weights download --family flux`" in ready["random_weights"]["fal-ai/flux-pulid"]
     notice = ready["random_weights"]["fal-ai/pulid"]
     assert "noise" in notice and "`pulid weights download --family sdxl`" in notice
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]

@@ -224,3 +224,29 @@ def test_metrics_count_checked_and_flagged_images(policy_server: Server, keys: d
     assert value(samples, "pulid_images_checked_total", endpoint=SAFETY) == checked + 4
     flagged = value(samples, "pulid_images_flagged_total", endpoint=SAFETY)
     assert flagged == value(before, "pulid_images_flagged_total", endpoint=SAFETY) + 3
+
+
+def test_flux_pulid_images_pass_the_checker_stored_or_inline(
+    policy_server: Server, keys: dict[str, str]
+) -> None:
+    """fal-ai/flux-pulid's one image goes through the checker whether it is stored or returned inline
+    (sync_mode), and its `enable_safety_checker` is the per-request switch."""
+    from tests.integration.test_flux_pulid_endpoint import FLUX, flux_input
+
+    time.sleep(2.5)  # earlier jobs settle into the counters (api/metrics.py SETTLE_SECONDS)
+    before, _ = scrape(policy_server)
+    outputs = [
+        run(policy_server, keys["default"], FLUX, flux_input(sync_mode=sync))[1].json()
+        for sync in (False, True)
+    ]
+    unchecked = run(policy_server, keys["default"], FLUX, flux_input(enable_safety_checker=False))[1]
+    assert [len(o["has_nsfw_concepts"]) for o in outputs] == [1, 1]
+    assert outputs[1]["images"][0]["url"].startswith("data:image/png;base64,")
+    assert unchecked.json()["has_nsfw_concepts"] == [False]
+    checked = value(before, "pulid_images_checked_total", endpoint=FLUX)
+    deadline = time.monotonic() + 15
+    while value(scrape(policy_server)[0], "pulid_images_checked_total", endpoint=FLUX) < checked + 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert value(scrape(policy_server)[0], "pulid_images_checked_total", endpoint=FLUX) == checked + 2

@@ -6,9 +6,11 @@ Human output goes to stderr; stdout carries only what scripts need (paths, ids, 
 
 from __future__ import annotations
 
+import base64
 import json
 import mimetypes
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Self
 
 import typer
+import typer.core
 from rich.markup import escape
 
 from pulid_server.client._core import Retry, RetryPolicy
@@ -25,7 +28,9 @@ from pulid_server.client.errors import (
     PulidTimeoutError,
     RequestFailed,
     format_field_error,
+    http_error,
 )
+from pulid_server.client.fields import FieldArgError, input_fields, parse_field_args, published_endpoints
 from pulid_server.client.status import Completed, InProgress, Queued, Status
 from pulid_server.client.sync import SyncClient
 
@@ -35,15 +40,21 @@ EPILOG = (
     "(422: the field errors are printed), 3 cancelled, 4 timed out, 5 connection or auth problem, "
     "6 server busy (HTTP 429 through every retry: try again later)."
 )
-IMAGE_SIZE_PRESETS = (
-    "square_hd",
-    "square",
-    "portrait_4_3",
-    "portrait_16_9",
-    "landscape_4_3",
-    "landscape_16_9",
-)
 DEFAULT_ENDPOINT = "fal-ai/pulid"
+RUN_HELP = (
+    "Run an endpoint; show the queue and progress live; save the images into --out and print their "
+    "paths, one per line.\n\n"
+    "Every input field of the endpoint is an option named after it (num_inference_steps: "
+    "--num-inference-steps), typed by the endpoint's schema on the server's /openapi.json: "
+    "`pulid run ENDPOINT --help` lists them. Booleans: --sync-mode, --no-sync-mode or --sync-mode false; "
+    "--image-size: a preset or WxH (768x1024); image URL fields: a local file (uploaded) or a URL; "
+    "other values: JSON. Example: pulid run fal-ai/flux-pulid --prompt 'a portrait' --ref face.jpg "
+    "--max-sequence-length 256"
+)
+# `pulid run`: the endpoint's input fields arrive as options typer does not know; fields.py parses them.
+FIELD_OPTIONS = {"allow_extra_args": True, "ignore_unknown_options": True}
+VALUE_LABELS = {"images": "FILE|URL (repeat it)", "url": "FILE|URL", "bool": "(none) | true | false"}
+OWN_VALUE_OPTIONS = ("--ref", "--input", "--out", "--url", "--key", "--timeout")
 POLL_INTERVAL = 0.25
 
 Url = Annotated[
@@ -63,7 +74,9 @@ Timeout = Annotated[float, typer.Option("--timeout", help="Give up after this ma
 
 def register_commands(app: typer.Typer) -> None:
     """Add run, submit, status, result, cancel and upload to the `pulid` app."""
-    app.command("run", epilog=EPILOG)(run_command)
+    app.command("run", help=RUN_HELP, epilog=EPILOG, cls=_RunCommand, context_settings=FIELD_OPTIONS)(
+        run_command
+    )
     app.command("submit", epilog=EPILOG)(submit_command)
     app.command("status", epilog=EPILOG)(status_command)
     app.command("result", epilog=EPILOG)(result_command)
@@ -75,49 +88,29 @@ def register_commands(app: typer.Typer) -> None:
 
 
 def run_command(
-    endpoint: Annotated[str, typer.Argument(help="Endpoint id, e.g. fal-ai/pulid")],
-    prompt: Annotated[str, typer.Option("--prompt", help="What to generate")],
+    ctx: typer.Context,
+    endpoint: Annotated[str, typer.Argument(help="Endpoint id, e.g. fal-ai/pulid or fal-ai/flux-pulid")],
     ref: Annotated[
-        list[str],
-        typer.Option("--ref", help="Reference face: a local file (uploaded) or a URL; repeat up to 4 times"),
-    ],
-    num_images: Annotated[int | None, typer.Option("--num-images", help="Images to generate (1-4)")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed")] = None,
-    image_size: Annotated[
-        str | None,
-        typer.Option("--image-size", help=f"{' | '.join(IMAGE_SIZE_PRESETS)} | WxH, e.g. 768x1024"),
+        list[str] | None,
+        typer.Option(
+            "--ref",
+            help="Reference image for the endpoint's image field: a local file (uploaded) or a URL; "
+            "repeat for a list (fal-ai/pulid takes up to 4)",
+        ),
     ] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help='fidelity | "extreme style"')] = None,
-    id_scale: Annotated[
-        float | None, typer.Option("--id-scale", help="Strength of the identity (0-5)")
+    input: Annotated[
+        str | None, typer.Option("--input", help="Input as JSON, or @file.json; field options override it")
     ] = None,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to avoid")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Inference steps")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder to save the images into")] = Path("."),
     url: Url = None,
     key: Key = None,
     json_out: JsonOut = False,
     timeout: Timeout = 600.0,
 ) -> None:
-    """Generate images from reference faces; show the queue and progress live; save the images into --out.
-
-    Prints the saved paths, one per line.
-    """
-    arguments: dict[str, Any] = {
-        "prompt": prompt,
-        "reference_images": [{"image_url": _reference(r)} for r in ref],
-    }
-    optional = {
-        "num_images": num_images,
-        "seed": seed,
-        "image_size": _image_size(image_size) if image_size else None,
-        "mode": mode,
-        "id_scale": id_scale,
-        "negative_prompt": negative_prompt,
-        "num_inference_steps": steps,
-    }
-    arguments.update({k: v for k, v in optional.items() if v is not None})
+    """Run an endpoint with its input fields as options (RUN_HELP)."""
     with _client(url, key) as client, _exit_codes(json_out, client.key):
+        arguments = _parse_input(input) if input is not None else {}
+        arguments.update(_field_arguments(client, endpoint, ctx.args, ref or [], json_out))
         request_id, output = _follow(client, endpoint, arguments, timeout)
         paths = _save_images(client, output, out, request_id)
         if json_out:
@@ -229,6 +222,49 @@ def upload_command(
             typer.echo(file_url)
 
 
+class _RunCommand(typer.core.TyperCommand):
+    """`pulid run ENDPOINT --help` also lists ENDPOINT's input fields, read from the server's schema."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's vendored click.Context
+        ctx.meta["pulid.run.argv"] = list(args)  # --help exits while parsing, before ENDPOINT is a param
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        argv: list[str] = ctx.meta.get("pulid.run.argv", [])
+        # ENDPOINT: the first word that is not an option nor the value of one of ours
+        words = [
+            a for i, a in enumerate(argv) if a[:1] != "-" and (i == 0 or argv[i - 1] not in OWN_VALUE_OPTIONS)
+        ]
+        if words:
+            given = argv[argv.index("--url") + 1] if "--url" in argv[:-1] else None
+            _print_fields(words[0], given)
+
+
+def _print_fields(endpoint: str, url: str | None) -> None:
+    """The endpoint's fields as options, one block each: `--name VALUE [default: ...]`, then what it is."""
+    try:
+        with _client(url, None) as client:
+            found = input_fields(_openapi(client), endpoint)
+    except (PulidHTTPError, PulidConnectionError, PulidTimeoutError) as exc:
+        typer.echo(f"(cannot read the fields of {endpoint}: {exc})")
+        return
+    if found is None:
+        typer.echo(f"({client.url} has no endpoint {endpoint})")
+        return
+    typer.echo(f"\n{endpoint} input fields, from {client.url}/openapi.json (set each as an option):\n")
+    for field in found:
+        value = " | ".join([*field.choices, *(["WxH"] if field.kind == "size" else [])])
+        value = value or VALUE_LABELS.get(field.kind, field.kind.upper())
+        default = json.dumps(field.default)
+        default = (
+            "required" if field.required else f"default: {default[:40]}{'…' if len(default) > 40 else ''}"
+        )
+        typer.echo(f"  {field.option} {value}  [{default}]")
+        for line in textwrap.wrap(field.description, 96):
+            typer.echo(f"      {line}")
+
+
 # -- helpers -----------------------------------------------------------------------------------------------
 
 
@@ -246,24 +282,30 @@ def _show_retry(retry: Retry) -> None:
     )
 
 
-def _reference(value: str) -> str | Path:
-    if value.startswith(("http://", "https://", "data:")):
-        return value
-    path = Path(value)
-    if not path.is_file():
-        raise typer.BadParameter(f"{value!r} is neither a file nor an http(s)/data: URL", param_hint="--ref")
-    return path
+def _openapi(client: SyncClient) -> dict[str, Any]:
+    """The server's /openapi.json (public: no key sent)."""
+    response = client.send("GET", f"{client.url}/openapi.json", auth=False)
+    if response.is_error:
+        raise http_error(response)
+    schema: dict[str, Any] = response.json()
+    return schema
 
 
-def _image_size(value: str) -> str | dict[str, int]:
-    if value in IMAGE_SIZE_PRESETS:
-        return value
-    width, sep, height = value.lower().partition("x")
-    if not (sep and width.isdigit() and height.isdigit()):
-        raise typer.BadParameter(
-            f"expected one of {', '.join(IMAGE_SIZE_PRESETS)} or WxH", param_hint="--image-size"
-        )
-    return {"width": int(width), "height": int(height)}
+def _field_arguments(
+    client: SyncClient, endpoint: str, args: list[str], refs: list[str], json_out: bool
+) -> dict[str, Any]:
+    """The input given as field options (and --ref), typed by the endpoint's schema on the server."""
+    if not args and not refs:
+        return {}
+    openapi = _openapi(client)
+    found = input_fields(openapi, endpoint)
+    if found is None:
+        known = ", ".join(published_endpoints(openapi))
+        _fail(EXIT_USAGE, f"{client.url} has no endpoint {endpoint!r} (it has: {known})", json_out)
+    try:
+        return parse_field_args(found, args, refs)
+    except FieldArgError as exc:
+        _fail(EXIT_USAGE, str(exc), json_out, error_type="usage_error")
 
 
 def _parse_input(value: str) -> dict[str, Any]:
@@ -333,9 +375,16 @@ def _save_images(client: SyncClient, output: Any, out: Path, request_id: str) ->
             or Path(image.get("file_name") or "").suffix
         )
         path = out / f"{request_id}-{i}{ext or '.png'}"
-        path.write_bytes(client.download(image["url"], timeout=120))
+        path.write_bytes(_image_bytes(client, image["url"]))
         paths.append(path)
     return paths
+
+
+def _image_bytes(client: SyncClient, url: str) -> bytes:
+    """An output image: downloaded, or decoded from a data URI (`sync_mode` outputs are not stored)."""
+    if url.startswith("data:"):
+        return base64.b64decode(url.partition(",")[2])
+    return client.download(url, timeout=120)
 
 
 def _print_json(data: Any, indent: int | None = None) -> None:

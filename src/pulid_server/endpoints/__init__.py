@@ -16,6 +16,7 @@ from pulid_server.endpoints.base import (
 )
 
 _REGISTRY: dict[str, Endpoint] = {}
+BUILTINS = ("pulid_server.endpoints.pulid", "pulid_server.endpoints.flux_pulid")
 
 
 def register(endpoint: Endpoint) -> Endpoint:
@@ -32,8 +33,10 @@ def all_endpoints() -> list[Endpoint]:
 
 
 def load_builtin_and_extra(extra_modules: list[str]) -> None:
-    """Register fal-ai/pulid and every module named in `Settings.extra_endpoints` (plugins)."""
-    importlib.import_module("pulid_server.endpoints.pulid")
+    """Register the builtin endpoints (fal-ai/pulid, fal-ai/flux-pulid) and every module named in
+    `Settings.extra_endpoints` (plugins). Importing an endpoint loads no model: its runner does that."""
+    for builtin in BUILTINS:
+        importlib.import_module(builtin)
     for name in extra_modules:
         importlib.import_module(name)
 

@@ -59,6 +59,10 @@ class JobContext(Protocol):
     def save_image(self, image: Image.Image) -> dict[str, Any]:
         """`save_images([image])[0]`; prefer one `save_images` call for a batch (one checker pass)."""
 
+    def screen_images(self, images: Sequence[Image.Image]) -> list[Image.Image]:
+        """The safety check of `save_images` without storing: the images as they may leave the worker
+        (flagged ones masked), for outputs returned inline (`sync_mode`). Raises like `save_images`."""
+
     @property
     def nsfw_flags(self) -> list[bool]:
         """`has_nsfw_concepts` of every image saved so far, in order (False where nothing was checked).

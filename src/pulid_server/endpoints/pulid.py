@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -11,6 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pulid_server import failures
 from pulid_server.endpoints import register
 from pulid_server.endpoints.base import Endpoint, JobContext, UserInputError
+from pulid_server.endpoints.common import (
+    MAX_IMAGE_URL,
+    MAX_SEED,
+    Image,
+    ImageSize,
+    ImageSizePreset,
+    no_face_message,
+    pixel_size,
+    seed_or_random,
+)
 
 if TYPE_CHECKING:
     from pulid_server.config import Settings
@@ -22,37 +30,6 @@ DEFAULT_NEGATIVE_PROMPT = (
     "deformed, deformed eyeballs, cross-eyed,blurry"
 )
 ENDPOINT_ID = "fal-ai/pulid"
-MAX_SEED = 2**63 - 1
-MIN_SIDE, MAX_SIDE = 64, 2048
-
-
-class ImageSizePreset(StrEnum):
-    square_hd = "square_hd"
-    square = "square"
-    portrait_4_3 = "portrait_4_3"
-    portrait_16_9 = "portrait_16_9"
-    landscape_4_3 = "landscape_4_3"
-    landscape_16_9 = "landscape_16_9"
-
-
-PRESET_SIZES: dict[ImageSizePreset, tuple[int, int]] = {  # (width, height)
-    ImageSizePreset.square_hd: (1024, 1024),
-    ImageSizePreset.square: (512, 512),
-    ImageSizePreset.portrait_4_3: (768, 1024),
-    ImageSizePreset.portrait_16_9: (576, 1024),
-    ImageSizePreset.landscape_4_3: (1024, 768),
-    ImageSizePreset.landscape_16_9: (1024, 576),
-}
-
-
-class ImageSize(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(
-        768, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The width of the generated image."
-    )
-    height: int = Field(
-        1024, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="The height of the generated image."
-    )
 
 
 class ReferenceFace(BaseModel):
@@ -60,7 +37,7 @@ class ReferenceFace(BaseModel):
     image_url: str = Field(
         ...,
         min_length=1,
-        max_length=16 * 1024 * 1024,
+        max_length=MAX_IMAGE_URL,
         description="URL of the reference face image (http(s), data: URI).",
     )
 
@@ -97,18 +74,7 @@ class PulidInput(BaseModel):
         return "extreme style" if value == "extremely style" else value
 
     def size(self) -> tuple[int, int]:
-        if isinstance(self.image_size, ImageSizePreset):
-            return PRESET_SIZES[self.image_size]
-        return self.image_size.width, self.image_size.height
-
-
-class Image(BaseModel):
-    url: str = Field(..., description="The URL where the file can be downloaded from.")
-    content_type: str | None = Field("image/png", description="The mime type of the file.")
-    file_name: str | None = Field(None, description="The name of the file.")
-    file_size: int | None = Field(None, description="The size of the file in bytes.")
-    width: int | None = Field(None, description="The width of the image in pixels.")
-    height: int | None = Field(None, description="The height of the image in pixels.")
+        return pixel_size(self.image_size)
 
 
 class PulidOutput(BaseModel):
@@ -131,7 +97,7 @@ def load_runner(settings: Settings) -> Any:
             ctx.load_image(ref.image_url, ("body", "reference_images", i, "image_url"))
             for i, ref in enumerate(inputs.reference_images)
         ]
-        seed = inputs.seed if inputs.seed is not None else random.randint(0, 2**31 - 1)
+        seed = seed_or_random(inputs.seed)
         width, height = inputs.size()
         request = GenerationRequest(
             reference_images=refs,
@@ -150,9 +116,8 @@ def load_runner(settings: Settings) -> Any:
         try:
             images = pipeline.generate(request, on_step=ctx.progress, log=ctx.log)
         except NoFaceError as exc:
-            message = f"no face found: {exc.detail}" if exc.detail else "no face found"
             raise UserInputError(
-                message, ("body", "reference_images", exc.index, "image_url"), failures.NO_FACE
+                no_face_message(exc), ("body", "reference_images", exc.index, "image_url"), failures.NO_FACE
             ) from exc
         # fal's schema has no has_nsfw_concepts: the worker adds it when the safety checker ran
         return PulidOutput(images=[Image(**saved) for saved in ctx.save_images(images)], seed=seed)

@@ -6,7 +6,7 @@ Importing this package is cheap (no torch, no diffusers); `get_family(name).load
 from __future__ import annotations
 
 from pulid_server.model.errors import NoFaceError, WeightsMismatchError, WeightsMissingError
-from pulid_server.model.families import FAMILIES, Family, Preset, get_family
+from pulid_server.model.families import FAMILIES, Family, Preset, get_family, loaded_families
 
 __all__ = [
     "FAMILIES",
@@ -16,4 +16,5 @@ __all__ = [
     "WeightsMismatchError",
     "WeightsMissingError",
     "get_family",
+    "loaded_families",
 ]

@@ -7,6 +7,7 @@ A family is named here by import paths only, so listing families or their files 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -84,3 +85,8 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
+
+
+def loaded_families() -> list[str]:
+    """The families whose code this process has imported: a worker imports only those it serves."""
+    return [f.name for f in FAMILIES.values() if f.load_ref.partition(":")[0] in sys.modules]

@@ -98,7 +98,10 @@ class WorkerJobContext:
         return list(self.screen.flags)
 
     def save_images(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
-        return [self._store(image) for image in self.screen.screen(images)]
+        return [self._store(image) for image in self.screen_images(images)]
+
+    def screen_images(self, images: Sequence[Image.Image]) -> list[Image.Image]:
+        return self.screen.screen(images)
 
     def save_image(self, image: Image.Image) -> dict[str, Any]:
         return self.save_images([image])[0]

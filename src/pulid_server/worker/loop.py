@@ -30,6 +30,7 @@ from pulid_server.endpoints import (
     random_weights_notice,
 )
 from pulid_server.failures import Failure
+from pulid_server.model import loaded_families
 from pulid_server.store import Job, open_job_store
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
@@ -94,7 +95,13 @@ class Worker:
         self.checker = load_checker(self.settings)
         if self.checker is not None:
             log.info("safety checker %s (%s) loaded", self.checker.name, self.settings.safety_model)
-        log.info("worker %s ready: %s", self.worker_id, ", ".join(self.runners))
+        families = ", ".join(loaded_families()) or "none"
+        log.info(
+            "worker %s ready: %s (model families loaded: %s)",
+            self.worker_id,
+            ", ".join(self.runners),
+            families,
+        )
 
     def install_signal_handlers(self) -> None:
         def on_term(signum: int, _frame: Any) -> None:

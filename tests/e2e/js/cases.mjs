@@ -55,8 +55,16 @@ function describeError(err) {
   };
 }
 
+// A Blob for the endpoint's reference image (auto-uploaded by the client): fal-ai/pulid takes a list of
+// {image_url}, fal-ai/flux-pulid one reference_image_url.
+function withFace(input, facePath) {
+  if (!facePath) return input;
+  const blob = faceBlob(facePath);
+  return "reference_image_url" in input ? { ...input, reference_image_url: blob } : { ...input, reference_images: [{ image_url: blob }] };
+}
+
 async function subscribe({ endpoint, input, mode, facePath }) {
-  if (facePath) input.reference_images = [{ image_url: faceBlob(facePath) }]; // auto-uploaded by the client
+  input = withFace(input, facePath);
   const updates = [];
   let enqueued = null;
   const result = await fal.subscribe(endpoint, {
@@ -105,8 +113,7 @@ async function cancel({ endpoint, input }) {
 }
 
 async function run({ endpoint, input, facePath }) {
-  if (facePath) input.reference_images = [{ image_url: faceBlob(facePath) }];
-  const result = await fal.run(endpoint, { input });
+  const result = await fal.run(endpoint, { input: withFace(input, facePath) });
   return { data: result.data, requestId: result.requestId };
 }
 
@@ -123,6 +130,16 @@ async function invalid({ endpoint, input }) {
   throw new Error("expected a ValidationError");
 }
 
-const CASES = { subscribe, queue, cancel, run, upload, invalid };
+// A request that completes with an error: what subscribe() throws.
+async function failing({ endpoint, input }) {
+  try {
+    await fal.subscribe(endpoint, { input, pollInterval: 100 });
+  } catch (err) {
+    return describeError(err);
+  }
+  throw new Error("expected the request to fail");
+}
+
+const CASES = { subscribe, queue, cancel, run, upload, invalid, failing };
 if (!CASES[caseName]) throw new Error(`unknown case ${caseName}`);
 console.log(JSON.stringify({ ...(await CASES[caseName](args)), requests }));

@@ -1,8 +1,9 @@
 """Runs worker processes beside the API (`pulid serve --workers N`) and restarts them when they die.
 
 The model lives in these child processes so that a crash, an OOM or a kill -9 costs one job attempt
-(requeued by its lease), never the API. Each child gets its WorkerConfig (these settings and its doorbell
-pipes) as JSON on stdin.
+(requeued by its lease), never the API. Each child gets its WorkerConfig (these settings, the endpoints
+of its group and its doorbell pipes) as JSON on stdin. `count` processes serve each group of endpoints
+(worker_groups.py: by default one group per model family).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from pulid_server import endpoints
 from pulid_server.api.services.doorbell import ParentDoorbell
+from pulid_server.api.services.worker_groups import plan_worker_groups
 from pulid_server.config import Settings
 from pulid_server.worker.config import WorkerConfig
 
@@ -29,13 +32,21 @@ class Supervisor:
         count: int,
         drain_seconds: float = 30.0,
         on_done: Callable[[str], None] = lambda job_id: None,
+        groups: list[list[str]] | None = None,
     ):
         self.settings = settings
-        self.count = count
+        if groups is None:
+            endpoints.load_builtin_and_extra(settings.extra_endpoints)
+            groups = plan_worker_groups(settings, endpoints.all_endpoints())
+        # one Settings per process: the node's, serving only its group's endpoints
+        self.slots = [
+            settings.model_copy(update={"worker_endpoints": g}) for g in groups for _ in range(count)
+        ]
+        self.count = len(self.slots)
         self.drain_seconds = drain_seconds
         self.on_done = on_done
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
-        self.bells: list[ParentDoorbell | None] = [None] * count
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.count
+        self.bells: list[ParentDoorbell | None] = [None] * self.count
         self._bells_lock = threading.Lock()  # a closed pipe's fd number may be reused: never ring it
         self.restarts = 0
         self._stop = threading.Event()
@@ -61,10 +72,10 @@ class Supervisor:
         assert proc.stdin is not None
         try:  # a few KB: fits the pipe buffer, so this never waits on the child
             with proc.stdin:
-                proc.stdin.write(WorkerConfig(self.settings, wake_fd, done_fd).to_json().encode())
+                proc.stdin.write(WorkerConfig(self.slots[i], wake_fd, done_fd).to_json().encode())
         except BrokenPipeError:  # it died at once; the watcher restarts it
             pass
-        log.info("worker %d started (pid %d)", i, proc.pid)
+        log.info("worker %d started (pid %d): %s", i, proc.pid, ", ".join(self.slots[i].worker_endpoints))
 
     def ring(self) -> None:
         """A job was queued: wake idle workers now instead of at their next poll."""

@@ -5,12 +5,13 @@ import { $, h } from "./dom.js";
 import { InputForm } from "./form.js";
 import { FINAL, History } from "./history.js";
 import { applyEvent, errorTitle, liveState, OutputView } from "./output.js";
-import { loadInputSchema } from "./schema.js";
+import { inputSchema, listEndpoints, loadOpenApi } from "./schema.js";
 import { SNIPPETS } from "./snippets.js";
 
 const KEY_STORAGE = "pulid.playground.key";
 const STREAM_ATTEMPTS = 30;
-const endpointId = new URLSearchParams(location.search).get("endpoint") || "fal-ai/pulid";
+const params = new URLSearchParams(location.search);
+const endpointId = params.get("endpoint") || "fal-ai/pulid";
 
 const state = { form: null, active: null, shown: null }; // active: {entry, live, controller}
 const api = new Api(() => $("#api-key").value.trim());
@@ -273,6 +274,7 @@ function renderHistoryCount() {
 function openEntry(requestId) {
   const entry = history.get(requestId);
   if (!entry) return;
+  if (entry.endpoint_id && entry.endpoint_id !== endpointId) return showEndpoint(entry.endpoint_id, requestId); // its own form
   selectTab("tab-generate");
   state.form.setValues(entry.input);
   state.shown = entry.request_id;
@@ -289,8 +291,17 @@ function renderHistory() {
   if (!entries.length) list.append(h("li.empty.hint", {}, "Nothing yet: requests you make here are remembered in this browser."));
 }
 
+// The first input image of a request (a list of {image_url} or one image URL), for its thumbnail.
+function inputImage(input) {
+  for (const [name, value] of Object.entries(input || {})) {
+    if (typeof value === "string" && /image_url$/.test(name)) return value;
+    if (Array.isArray(value) && typeof value[0]?.image_url === "string") return value[0].image_url;
+  }
+  return undefined;
+}
+
 function historyItem(entry) {
-  const image = entry.result?.images?.[0]?.url || entry.input?.reference_images?.[0]?.image_url;
+  const image = entry.result?.images?.[0]?.url || inputImage(entry.input);
   const when = new Date(entry.created_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
   const prompt = entry.input?.prompt || "(no prompt)";
   const status = entry.status === "FAILED" ? errorTitle(entry.error?.error_type) : entry.status.replace("_", " ").toLowerCase();
@@ -298,7 +309,7 @@ function historyItem(entry) {
     image ? h("img.hist-thumb", { src: image, alt: "", loading: "lazy" }) : h("span.hist-thumb"),
     h("div.hist-body", {},
       h("p.hist-prompt", {}, prompt),
-      h("p.hint", {}, h("span.badge", { dataset: { status: entry.status } }, status), ` ${when} · `, h("code", {}, entry.request_id.slice(0, 8)))),
+      h("p.hint", {}, h("span.badge", { dataset: { status: entry.status } }, status), ` ${when} · ${entry.endpoint_id} · `, h("code", {}, entry.request_id.slice(0, 8)))),
     h("div.hist-actions", {},
       h("button", { type: "button", onclick: () => openEntry(entry.request_id), "aria-label": `Open request ${entry.request_id}` }, "Open"),
       h("button.ghost", { type: "button", "aria-label": `Delete request ${entry.request_id} from history`,
@@ -331,18 +342,35 @@ async function copyText(text, button) {
   setTimeout(() => { button.textContent = "Copy"; }, 1500);
 }
 
+// -- endpoint picker ---------------------------------------------------------------------------------
+
+// Each endpoint has its own form: switching loads the page for it (and, from the history, opens a request).
+function showEndpoint(id, requestId) {
+  const next = new URLSearchParams({ endpoint: id, ...(requestId ? { open: requestId } : {}) });
+  location.search = `?${next}`;
+}
+
+function setupEndpointPicker(ids) {
+  const select = $("#endpoint-select");
+  const options = ids.includes(endpointId) ? ids : [endpointId, ...ids];
+  select.replaceChildren(...options.map((id) => h("option", { value: id }, id)));
+  select.value = endpointId;
+  select.addEventListener("change", () => showEndpoint(select.value));
+}
+
 // -- start ------------------------------------------------------------------------------------------
 
 async function main() {
   $("#origin").textContent = location.host;
-  $("#endpoint-id").textContent = endpointId;
   setupKey();
   selectTab = setupTabs();
   renderHistoryCount();
   showModelNotice();
   let schema;
   try {
-    schema = await loadInputSchema(endpointId);
+    const openapi = await loadOpenApi();
+    setupEndpointPicker(listEndpoints(openapi));
+    schema = inputSchema(openapi, endpointId);
   } catch (err) {
     $("#fields").replaceChildren(h("p.form-error", { role: "alert" }, `Cannot build the form: ${err.message}`));
     return;
@@ -360,7 +388,11 @@ async function main() {
   document.body.dataset.ready = "true";
   setBusy(false);
   const latest = history.all()[0];
-  if (latest && !FINAL.has(latest.status)) openEntry(latest.request_id); // resume a run left by a reload
+  if (params.get("open")) { // a request picked in another endpoint's history; a reload stays on the form
+    openEntry(params.get("open"));
+    window.history.replaceState(null, "", `?${new URLSearchParams({ endpoint: endpointId })}`);
+  }
+  else if (latest && !FINAL.has(latest.status)) openEntry(latest.request_id); // resume a run left by a reload
 }
 
 main();

@@ -1,5 +1,6 @@
 // The reference-faces picker: drop, pick or paste 1..N images (uploaded through the storage API as soon
-// as a key is known) or add image URLs. Thumbnails are shown and removable.
+// as a key is known) or add image URLs. Thumbnails are shown and removable. A `single` field (one image
+// URL, e.g. reference_image_url) holds one image: a new one replaces it, and its value is the URL itself.
 
 import { h } from "./dom.js";
 
@@ -19,7 +20,7 @@ export class FacePicker {
     const id = `in-${f.name}`;
     this.list = h("ul.thumbs", { "aria-label": `${f.label}: selected images` });
     this.fileInput = h("input.visually-hidden", {
-      type: "file", id, name: f.name, accept: "image/*", multiple: true,
+      type: "file", id, name: f.name, accept: "image/*", multiple: !f.single,
       "aria-describedby": `${f.name}-hint ${f.name}-error`,
       onchange: () => { this.addFiles([...this.fileInput.files]); this.fileInput.value = ""; },
     });
@@ -28,18 +29,19 @@ export class FacePicker {
       this.list,
       h("div.drop-cta", {},
         this.fileInput,
-        h("label.button", { htmlFor: id }, "Choose images"),
-        h("span.hint", {}, " or drop / paste them here")));
+        h("label.button", { htmlFor: id }, f.single ? "Choose an image" : "Choose images"),
+        h("span.hint", {}, f.single ? " or drop / paste it here" : " or drop / paste them here")));
     this.bindDrop(this.drop);
-    const range = f.minItems === f.maxItems ? `${f.maxItems}` : `${f.minItems}–${f.maxItems}`;
-    return h("fieldset.field.faces", { dataset: { field: f.name, kind: "images", minItems: f.minItems, maxItems: f.maxItems, itemKey: f.itemKey } },
+    const range = f.single ? "One image" : `${f.minItems === f.maxItems ? f.maxItems : `${f.minItems}–${f.maxItems}`} images`;
+    const dataset = { field: f.name, kind: "images", minItems: f.minItems, maxItems: f.maxItems, ...(f.single ? { single: "true" } : { itemKey: f.itemKey }) };
+    return h("fieldset.field.faces", { dataset },
       h("legend", {}, f.label, f.required ? h("span.req", { "aria-hidden": "true" }, " *") : null),
       this.drop,
       h("div.urlrow", {},
         h("label", { htmlFor: `${id}-url` }, "Image URL"),
         this.urlInput,
         h("button", { type: "button", onclick: () => this.addUrlFromInput() }, "Add URL")),
-      h("p.hint", { id: `${f.name}-hint` }, `${range} images. ${f.description}`),
+      h("p.hint", { id: `${f.name}-hint` }, `${range}. ${f.description}`),
       h("p.field-error", { id: `${f.name}-error` }));
   }
 
@@ -69,6 +71,7 @@ export class FacePicker {
 
   addFiles(files) {
     const images = files.filter((file) => file.type.startsWith("image/"));
+    if (this.field.single && images.length) this.clear();
     const taken = images.slice(0, Math.max(0, this.room()));
     this.setError(images.length < files.length ? "Only image files can be used." :
       taken.length < images.length ? `At most ${this.field.maxItems} images.` : "");
@@ -90,6 +93,7 @@ export class FacePicker {
       this.setError("Enter an http(s) URL or a data:image URI.");
       return false;
     }
+    if (this.field.single) this.clear();
     if (this.room() <= 0) {
       this.setError(`At most ${this.field.maxItems} images.`);
       return false;
@@ -134,16 +138,22 @@ export class FacePicker {
     if (failed) throw failed.error;
   }
 
+  // [{itemKey: url}, ...], or for a single field the URL itself (undefined when empty).
   value() {
-    return this.items.map((i) => ({ [this.field.itemKey]: i.url ?? `<uploading ${i.file?.name || "image"}>` }));
+    const urls = this.items.map((i) => i.url ?? `<uploading ${i.file?.name || "image"}>`);
+    if (this.field.single) return urls[0];
+    return urls.map((url) => ({ [this.field.itemKey]: url }));
   }
 
-  setValue(list) {
+  clear() {
     this.items.forEach((i) => i.file && URL.revokeObjectURL(i.preview));
-    this.items = (list || []).map((entry) => {
-      const url = entry?.[this.field.itemKey] ?? "";
-      return { id: nextId++, preview: url, url, status: "ready" };
-    });
+    this.items = [];
+  }
+
+  setValue(value) {
+    this.clear();
+    const urls = this.field.single ? [value].filter(Boolean) : (value || []).map((entry) => entry?.[this.field.itemKey] ?? "");
+    this.items = urls.map((url) => ({ id: nextId++, preview: url, url, status: "ready" }));
     this.setError("");
     this.changed();
   }

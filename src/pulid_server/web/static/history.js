@@ -2,6 +2,8 @@
 
 const STORAGE_KEY = "pulid.playground.history.v1";
 const MAX_ENTRIES = 50;
+// sync_mode outputs are data: URIs inside the result; big ones are not kept (localStorage holds ~5 MB).
+const MAX_INLINE_URL = 256 * 1024;
 export const FINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 
 export class History {
@@ -26,7 +28,7 @@ export class History {
     // Drop the oldest entries until it fits (a full localStorage throws).
     for (let keep = Math.min(list.length, MAX_ENTRIES); keep >= 0; keep--) {
       try {
-        this.storage.setItem(STORAGE_KEY, JSON.stringify(list.slice(0, keep)));
+        this.storage.setItem(STORAGE_KEY, JSON.stringify(list.slice(0, keep).map(compact)));
         return;
       } catch {
         /* quota: keep fewer */
@@ -54,4 +56,12 @@ export class History {
   clear() {
     this.storage.removeItem(STORAGE_KEY);
   }
+}
+
+// An entry without its big inline images (their url becomes null: the result panel says so).
+function compact(entry) {
+  const images = entry.result?.images;
+  const big = (image) => typeof image?.url === "string" && image.url.startsWith("data:") && image.url.length > MAX_INLINE_URL;
+  if (!Array.isArray(images) || !images.some(big)) return entry;
+  return { ...entry, result: { ...entry.result, images: images.map((i) => (big(i) ? { ...i, url: null } : i)) } };
 }

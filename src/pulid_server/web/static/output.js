@@ -143,6 +143,7 @@ export class OutputView {
   }
 
   shot(entry, img, i, count) {
+    if (!img.url) return h("li.shot", {}, h("p.hint", {}, `Image ${i + 1} came inline (sync_mode) and was too big to keep in this browser's history.`));
     const size = h("span.size", {}, img.width && img.height ? `${img.width} × ${img.height}` : "");
     const pic = h("img", { src: img.url, alt: `Generated image ${i + 1} of ${count}`, decoding: "async",
       width: img.width || undefined, height: img.height || undefined });

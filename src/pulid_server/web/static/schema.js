@@ -1,10 +1,20 @@
 // Reads an endpoint's input schema from /openapi.json and describes each property as a form field.
 // Nothing about fal-ai/pulid is hard-coded here: the form follows whatever the API publishes.
 
-export async function loadInputSchema(endpointId) {
+export async function loadOpenApi() {
   const response = await fetch("/openapi.json");
   if (!response.ok) throw new Error(`GET /openapi.json failed: HTTP ${response.status}`);
-  const openapi = await response.json();
+  return response.json();
+}
+
+// The endpoint ids the API publishes (each has a POST /queue/{id}).
+export function listEndpoints(openapi) {
+  return Object.keys(openapi.paths || {})
+    .filter((path) => path.startsWith("/queue/") && !path.includes("{") && openapi.paths[path].post)
+    .map((path) => path.slice("/queue/".length));
+}
+
+export function inputSchema(openapi, endpointId) {
   const post = openapi.paths?.[`/queue/${endpointId}`]?.post;
   const ref = post?.requestBody?.content?.["application/json"]?.schema;
   if (!ref) throw new Error(`/openapi.json has no POST /queue/${endpointId}`);
@@ -33,7 +43,7 @@ function omit(obj, key) {
 
 export function labelOf(name, prop) {
   const title = prop.title || name.replace(/_/g, " ").replace(/^\w/, (c) => c.toUpperCase());
-  return title.replace(/\bId\b/g, "ID").replace(/^Num /, "Number of ");
+  return title.replace(/\bId\b/g, "ID").replace(/\bUrl\b/g, "URL").replace(/\bCfg\b/g, "CFG").replace(/^Num /, "Number of ");
 }
 
 function numeric(s) {
@@ -68,6 +78,8 @@ function describe(openapi, name, prop, required) {
   if (Array.isArray(s.enum)) return { ...base, kind: "enum", options: s.enum };
   if (numeric(s)) return { ...base, kind: "number", nullable: false, ...bounds(s) };
   if (s.type === "boolean") return { ...base, kind: "boolean" };
+  // One image URL (fal-ai/flux-pulid's reference_image_url): the picker, holding a single image.
+  if (s.type === "string" && /image_url$/.test(name)) return { ...base, kind: "images", single: true, minItems: required ? 1 : 0, maxItems: 1 };
   if (s.type === "string") return { ...base, kind: "text", ...strBounds(s) };
   if (s.type === "array") {
     const item = resolve(openapi, s.items || {});
@@ -95,7 +107,7 @@ function objectFields(openapi, object) {
 export function defaultOf(field) {
   if (field.default !== undefined) return field.default;
   if (field.kind === "choice-or-object") return Object.fromEntries(field.object.map((f) => [f.name, f.default]));
-  if (field.kind === "images") return [];
+  if (field.kind === "images") return field.single ? undefined : [];
   if (field.kind === "boolean") return false;
   return undefined;
 }

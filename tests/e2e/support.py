@@ -152,13 +152,12 @@ def flux_input(image_url: Any, seed: int, sync_mode: bool = False) -> dict[str, 
 def assert_flux_output(
     output: dict[str, Any], seed: int, inline: bool = False, verify: str | bool = True
 ) -> None:
-    """fal's flux-pulid output; the image is a PNG of the requested size, inline (sync_mode) or stored."""
+    """fal's flux-pulid output with the (tiny) safety checker's verdict; the image is a PNG of the requested
+    size, inline (sync_mode) or stored, and black where the checker flagged it."""
     assert set(output) == {"images", "has_nsfw_concepts", "prompt", "seed", "timings"}
-    assert (output["seed"], output["prompt"], output["has_nsfw_concepts"]) == (
-        seed,
-        "portrait, oil painting",
-        [False],
-    )
+    assert (output["seed"], output["prompt"]) == (seed, "portrait, oil painting")
+    [flagged] = output["has_nsfw_concepts"]
+    assert isinstance(flagged, bool)
     [image] = output["images"]
     if inline:
         head, _, payload = image["url"].partition(",")
@@ -170,6 +169,7 @@ def assert_flux_output(
         data = r.content
     with Image.open(io.BytesIO(data)) as png:
         assert (png.format, png.size) == ("PNG", (IMAGE_SIZE["width"], IMAGE_SIZE["height"]))
+        assert (png.convert("L").getextrema() == (0, 0)) == flagged  # fal blacks out a flagged image
 
 
 def faceless_data_uri() -> str:

@@ -54,7 +54,10 @@ def test_the_choice_is_overridable_and_an_installed_build_is_kept(tmp_path: Path
 
 
 def test_make_serve_takes_a_port() -> None:
+    # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     out = subprocess.run(
-        ["make", "-n", "serve", "PORT=8001"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        ["make", "--no-print-directory", "-n", "serve", "PORT=8001"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
     )
     assert out.stdout.splitlines()[-1].split() == [".venv/bin/pulid", "serve", "--port", "8001"]

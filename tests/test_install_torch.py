@@ -58,6 +58,11 @@ def test_make_serve_takes_a_port() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     out = subprocess.run(
         ["make", "--no-print-directory", "-n", "serve", "PORT=8001"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert out.stdout.splitlines()[-1].split() == [".venv/bin/pulid", "serve", "--port", "8001"]

@@ -4,7 +4,7 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
 from pulid_server.files import FetchError, validate_url
 from pulid_server.policy import blocked_term
-from pulid_server.store import COMPLETED, IN_QUEUE, PRIORITIES, Job, LogLine, QueueFull
+from pulid_server.store import COMPLETED, IN_QUEUE, PAYLOAD_GONE, PRIORITIES, Job, LogLine, QueueFull
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 STREAM_POLL_SECONDS = 0.1
@@ -87,6 +87,52 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
+def _header_error(header: str, message: str) -> HTTPException:
+    return HTTPException(422, [failures.field_error(("header", header), message, "value_error")])
+
+
+LIFECYCLE_EXAMPLE = '{"expiration_duration_seconds": 3600}'
+MAX_HINT_LENGTH = 200
+
+
+def parse_lifecycle(value: str | None, header: str) -> float | None:
+    """X-Fal-Object-Lifecycle(-Preference): `{"expiration_duration_seconds": N}` keeps the files N seconds;
+    null or 0 keeps them for good (fal's storage reads both as "no expiration"); without the field (or
+    the header) the node's retention applies: None. `initial_acl` is ignored (our file URLs are the
+    capability)."""
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise _header_error(header, f"must be a JSON object such as {LIFECYCLE_EXAMPLE}")
+    if "expiration_duration_seconds" not in data:
+        return None
+    seconds = data["expiration_duration_seconds"]
+    if seconds is None or (seconds == 0 and not isinstance(seconds, bool)):
+        return math.inf
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+        raise _header_error(header, "expiration_duration_seconds must be a number of seconds, or null")
+    return float(seconds)
+
+
+def parse_store_io(value: str | None) -> bool:
+    """X-Fal-Store-IO: `0` keeps no payload once the result has been delivered."""
+    if value is None or value.strip().lower() in ("1", "true", "yes"):
+        return True
+    if value.strip().lower() in ("0", "false", "no"):
+        return False
+    raise _header_error("x-fal-store-io", "must be 0 (keep no payload once delivered) or 1")
+
+
+def parse_runner_hint(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_HINT_LENGTH:
+        raise _header_error("x-fal-runner-hint", f"must be at most {MAX_HINT_LENGTH} characters")
+    return value or None
+
+
 def parse_start_timeout(value: str | None) -> float | None:
     """X-Fal-Request-Timeout: seconds the request may wait before it starts (Python sends "30.0", JS "30")."""
     if value is None:
@@ -126,8 +172,10 @@ async def enqueue(
     key_id: str,
     *,
     webhook_url: str | None = None,
+    max_queue_length: int | None = None,
 ) -> Job:
-    """Check the prompt (blocklist) and the queue headers, then persist the job (before anyone is answered)."""
+    """Check the prompt (blocklist) and the queue headers, then persist the job (before anyone is answered).
+    `max_queue_length`: fal_max_queue_length, 429 when the endpoint's queue holds that many already."""
     if blocked := blocked_term(body, tuple(state.settings.prompt_blocklist)):
         name, term = blocked
         message = f"{name} contains a blocked term ({term!r})"
@@ -141,9 +189,14 @@ async def enqueue(
             raise HTTPException(
                 422, [failures.field_error(("query", "fal_webhook"), str(exc), "value_error")]
             ) from exc
-    start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
-    priority = parse_priority(request.headers.get("x-fal-queue-priority"))
-    idempotency_key = request.headers.get("idempotency-key")
+    headers = request.headers
+    start_timeout = parse_start_timeout(headers.get("x-fal-request-timeout"))
+    priority = parse_priority(headers.get("x-fal-queue-priority"))
+    idempotency_key = headers.get("idempotency-key")
+    lifecycle = "x-fal-object-lifecycle-preference"
+    output_lifetime = state.settings.file_lifetime(parse_lifecycle(headers.get(lifecycle), lifecycle))
+    runner_hint = parse_runner_hint(headers.get("x-fal-runner-hint"))
+    store_io = parse_store_io(headers.get("x-fal-store-io"))
     try:
         job, _ = await asyncio.to_thread(
             lambda: state.store.queue.submit(
@@ -157,6 +210,11 @@ async def enqueue(
                 idempotency_key=idempotency_key[:200] if idempotency_key else None,
                 max_queue_per_key=state.settings.max_queue_per_key,
                 max_queue_total=state.settings.max_queue_total,
+                max_endpoint_queue=max_queue_length,
+                runner_hint=runner_hint,
+                no_retry=_flag(headers.get("x-fal-no-retry")),
+                store_io=store_io,
+                output_lifetime=output_lifetime,
             )
         )
     except QueueFull as exc:
@@ -199,10 +257,21 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         fal_webhook: str | None = Query(
             None, description="URL to POST the result to when the request completes"
         ),
+        fal_max_queue_length: int | None = Query(
+            None, ge=0, description="Answer 429 instead when the endpoint already has this many queued"
+        ),
         key_id: str = Depends(require_key),
         state: AppState = Depends(app_state),
     ) -> JSONResponse:
-        job = await enqueue(state, request, endpoint, body, key_id, webhook_url=fal_webhook)
+        job = await enqueue(
+            state,
+            request,
+            endpoint,
+            body,
+            key_id,
+            webhook_url=fal_webhook,
+            max_queue_length=fal_max_queue_length,
+        )
         position = await state.read(state.store.queue.queue_position, job)
         payload = {
             "status": IN_QUEUE,
@@ -296,16 +365,37 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
         job = latest or job
 
 
+def failure_response(failure: failures.Failure, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """fal's request error: `{detail, error_type}` with X-Fal-Error-Type."""
+    all_headers = {**(headers or {}), **failures.error_headers(failure.error_type)}
+    return JSONResponse(failure.body(), status_code=failure.status, headers=all_headers)
+
+
 def result_response(job: Job) -> JSONResponse:
     headers = {REQUEST_ID_HEADER: job.id}
     if job.status != COMPLETED:
-        return JSONResponse({"detail": "Request is still in progress"}, status_code=400, headers=headers)
+        return failure_response(failures.request_error(400, "Request is still in progress"), headers)
     if job.error is not None:
         headers.update(failures.error_headers(job.error_type))
-        return JSONResponse(
-            json.loads(job.error_body_json or "{}"), status_code=job.error_status or 500, headers=headers
-        )
+        body = (
+            json.loads(job.error_body_json or "null")
+            or failures.Failure(
+                job.error_type or failures.INTERNAL_ERROR.error_type, job.error_status or 500, job.error
+            ).body()
+        )  # its payload was deleted: the error itself is kept
+        return JSONResponse(body, status_code=job.error_status or 500, headers=headers)
+    if job.retention & PAYLOAD_GONE:
+        return failure_response(failures.RESULT_DELETED, headers)
     return JSONResponse(json.loads(job.output_json or "null"), headers=headers)
+
+
+async def deliver_result(state: AppState, job: Job) -> JSONResponse:
+    """The result, and for an X-Fal-Store-IO: 0 request without a webhook, the mark that it has been
+    delivered (the pruner deletes its payload; a webhook's acknowledgement counts instead when it has one)."""
+    response = result_response(job)
+    if not job.store_io and job.status == COMPLETED and not job.webhook_url:
+        await asyncio.to_thread(state.store.retention.result_delivered, job.id)
+    return response
 
 
 async def get_result(
@@ -313,7 +403,7 @@ async def get_result(
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    return result_response(await _owned_job(state, request_id, key_id))
+    return await deliver_result(state, await _owned_job(state, request_id, key_id))
 
 
 async def cancel(

@@ -134,7 +134,7 @@ class LocalBlobStore:
         top = self.root.joinpath(*_check_prefix(prefix).split("/"))
         for folder, _, names in os.walk(top):
             for name in names:
-                if name.endswith("~"):  # content types and half-written files are not blobs
+                if "~" in name:  # content types and half-written files are not blobs (no key has "~")
                     continue
                 path = Path(folder, name)
                 try:

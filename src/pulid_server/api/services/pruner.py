@@ -102,8 +102,12 @@ class Pruner:
     def dry_run(self) -> PruneReport:
         """What `run_pass` would delete now, deleting nothing (rows: the items' own rows only)."""
         report = PruneReport()
+        whole: set[str] = set()  # jobs deleted whole: their parts are not counted again
         for kind in KINDS:
             for item in self.store.retention.expired(kind, self.policy, DRY_RUN_LIMIT):
+                if item.ref in whole:
+                    continue
+                whole.update([item.ref] if kind == "job" else [])
                 report.items[kind] += 1
                 for key in _prefixes(kind, item) or [item.ref]:
                     infos = list(self.blobs.scan(key)) if key.endswith("/") else self._one(key)

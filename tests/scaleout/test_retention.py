@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from pulid_server.api.services.pruner import PruneReport, Pruner
+from pulid_server.api.services.pruner import Pruner, PruneReport
 from pulid_server.files import BlobStore, LocalBlobStore, S3BlobStore
 from pulid_server.store import OUTPUTS_GONE, PAYLOAD_GONE, Job, RetentionPolicy, SqlJobStore
 from pulid_server.store.schema import jobs, uploads
@@ -28,7 +28,6 @@ class Backend:
     """One database and one blob store, as every node of a deployment sees them."""
 
     url: str
-    open_blobs: type[BlobStore] | None
     folder: Path
     bucket: str = ""
     s3: S3Server | None = None
@@ -44,10 +43,10 @@ class Backend:
 @pytest.fixture(params=["sqlite+local", "postgresql+s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite+local":
-        return Backend(f"sqlite:///{tmp_path / 'pulid.db'}", LocalBlobStore, tmp_path / "files")
+        return Backend(f"sqlite:///{tmp_path / 'pulid.db'}", tmp_path / "files")
     postgres: PostgresServer = request.getfixturevalue("postgres")
     s3: S3Server = request.getfixturevalue("s3")
-    return Backend(postgres.create_database(), None, tmp_path, s3.create_bucket(), s3)
+    return Backend(postgres.create_database(), tmp_path, s3.create_bucket(), s3)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The durable job store (SQLite by default, PostgreSQL for scale-out): a `JobStore` facade whose parts
-each own their tables (keys, queue, outbox, uploads, values, cluster)."""
+each own their tables (keys, queue, outbox, uploads, values, cluster, retention)."""
 
 from pulid_server.store.protocol import (
     ClusterView,

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from pulid_server import failures
 from pulid_server.api.auth import require_key
+from pulid_server.api.platform import platform_options
 from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
 from pulid_server.files import FetchError, validate_url
@@ -87,52 +88,6 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
-def _header_error(header: str, message: str) -> HTTPException:
-    return HTTPException(422, [failures.field_error(("header", header), message, "value_error")])
-
-
-LIFECYCLE_EXAMPLE = '{"expiration_duration_seconds": 3600}'
-MAX_HINT_LENGTH = 200
-
-
-def parse_lifecycle(value: str | None, header: str) -> float | None:
-    """X-Fal-Object-Lifecycle(-Preference): `{"expiration_duration_seconds": N}` keeps the files N seconds;
-    null or 0 keeps them for good (fal's storage reads both as "no expiration"); without the field (or
-    the header) the node's retention applies: None. `initial_acl` is ignored (our file URLs are the
-    capability)."""
-    if value is None:
-        return None
-    try:
-        data = json.loads(value)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise _header_error(header, f"must be a JSON object such as {LIFECYCLE_EXAMPLE}")
-    if "expiration_duration_seconds" not in data:
-        return None
-    seconds = data["expiration_duration_seconds"]
-    if seconds is None or (seconds == 0 and not isinstance(seconds, bool)):
-        return math.inf
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
-        raise _header_error(header, "expiration_duration_seconds must be a number of seconds, or null")
-    return float(seconds)
-
-
-def parse_store_io(value: str | None) -> bool:
-    """X-Fal-Store-IO: `0` keeps no payload once the result has been delivered."""
-    if value is None or value.strip().lower() in ("1", "true", "yes"):
-        return True
-    if value.strip().lower() in ("0", "false", "no"):
-        return False
-    raise _header_error("x-fal-store-io", "must be 0 (keep no payload once delivered) or 1")
-
-
-def parse_runner_hint(value: str | None) -> str | None:
-    if value is not None and len(value) > MAX_HINT_LENGTH:
-        raise _header_error("x-fal-runner-hint", f"must be at most {MAX_HINT_LENGTH} characters")
-    return value or None
-
-
 def parse_start_timeout(value: str | None) -> float | None:
     """X-Fal-Request-Timeout: seconds the request may wait before it starts (Python sends "30.0", JS "30")."""
     if value is None:
@@ -189,14 +144,10 @@ async def enqueue(
             raise HTTPException(
                 422, [failures.field_error(("query", "fal_webhook"), str(exc), "value_error")]
             ) from exc
-    headers = request.headers
-    start_timeout = parse_start_timeout(headers.get("x-fal-request-timeout"))
-    priority = parse_priority(headers.get("x-fal-queue-priority"))
-    idempotency_key = headers.get("idempotency-key")
-    lifecycle = "x-fal-object-lifecycle-preference"
-    output_lifetime = state.settings.file_lifetime(parse_lifecycle(headers.get(lifecycle), lifecycle))
-    runner_hint = parse_runner_hint(headers.get("x-fal-runner-hint"))
-    store_io = parse_store_io(headers.get("x-fal-store-io"))
+    start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
+    priority = parse_priority(request.headers.get("x-fal-queue-priority"))
+    idempotency_key = request.headers.get("idempotency-key")
+    platform = platform_options(request.headers, state.settings)
     try:
         job, _ = await asyncio.to_thread(
             lambda: state.store.queue.submit(
@@ -211,10 +162,10 @@ async def enqueue(
                 max_queue_per_key=state.settings.max_queue_per_key,
                 max_queue_total=state.settings.max_queue_total,
                 max_endpoint_queue=max_queue_length,
-                runner_hint=runner_hint,
-                no_retry=_flag(headers.get("x-fal-no-retry")),
-                store_io=store_io,
-                output_lifetime=output_lifetime,
+                runner_hint=platform.runner_hint,
+                no_retry=platform.no_retry,
+                store_io=platform.store_io,
+                output_lifetime=platform.output_lifetime,
             )
         )
     except QueueFull as exc:
@@ -377,16 +328,18 @@ def result_response(job: Job) -> JSONResponse:
         return failure_response(failures.request_error(400, "Request is still in progress"), headers)
     if job.error is not None:
         headers.update(failures.error_headers(job.error_type))
-        body = (
-            json.loads(job.error_body_json or "null")
-            or failures.Failure(
-                job.error_type or failures.INTERNAL_ERROR.error_type, job.error_status or 500, job.error
-            ).body()
-        )  # its payload was deleted: the error itself is kept
-        return JSONResponse(body, status_code=job.error_status or 500, headers=headers)
+        return JSONResponse(_error_body(job), status_code=job.error_status or 500, headers=headers)
     if job.retention & PAYLOAD_GONE:
         return failure_response(failures.RESULT_DELETED, headers)
     return JSONResponse(json.loads(job.output_json or "null"), headers=headers)
+
+
+def _error_body(job: Job) -> Any:
+    """A failed request's error body; once its payload is deleted, rebuilt from the error kept on its row."""
+    if job.error_body_json:
+        return json.loads(job.error_body_json)
+    error_type = job.error_type or failures.INTERNAL_ERROR.error_type
+    return failures.Failure(error_type, job.error_status or 500, job.error or "").body()
 
 
 async def deliver_result(state: AppState, job: Job) -> JSONResponse:

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from pulid_server import failures
 from pulid_server.api.auth import require_key
-from pulid_server.api.queue import failure_response, parse_lifecycle, public_base
+from pulid_server.api.platform import parse_lifecycle
+from pulid_server.api.queue import failure_response, public_base
 from pulid_server.api.state import AppState, app_state
 from pulid_server.store import OUTPUTS_GONE, PAYLOAD_GONE
 

@@ -5,6 +5,8 @@ bench/noop  costs ~0: validates, returns its input. Measures pure service overhe
 bench/sleep costs `ms` (default 200) spread over `steps` (default 4) with a progress call per step,
             like the 4-step Lightning model does. It sleeps instead of computing so that the model's cost
             is the same in every process on a loaded 2-core machine and the ratio shows only our overhead.
+bench/image stores what a real request stores: reads its reference image (an upload), logs `steps`
+            steps and saves one `size`² PNG of noise (incompressible, like a photo) as its output.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from pulid_server.endpoints import Endpoint, JobContext, register
@@ -45,6 +49,25 @@ def sleep(inputs: SleepIn, ctx: JobContext) -> SleepOut:
     return SleepOut(slept_ms=inputs.ms)
 
 
+class ImageIn(BaseModel):
+    reference_url: str
+    size: int = Field(256, ge=8, le=1024)
+    steps: int = Field(4, ge=1, le=100)
+    seed: int = 0
+
+
+class ImageOut(BaseModel):
+    images: list[dict[str, Any]]
+
+
+def image(inputs: ImageIn, ctx: JobContext) -> ImageOut:
+    ctx.load_image(inputs.reference_url, ("body", "reference_url"))
+    for step in range(inputs.steps):
+        ctx.progress(step + 1, inputs.steps)
+    pixels = np.random.default_rng(inputs.seed).integers(0, 256, (inputs.size, inputs.size, 3), np.uint8)
+    return ImageOut(images=[ctx.save_image(Image.fromarray(pixels))])
+
+
 def _load(runner: Any) -> Any:
     return lambda _settings: runner
 
@@ -53,7 +76,8 @@ NOOP = register(Endpoint("bench/noop", NoopIn, NoopOut, _load(noop), title="cost
 SLEEP = register(
     Endpoint("bench/sleep", SleepIn, SleepOut, _load(sleep), title="sleeps `ms` in `steps` steps")
 )
-IDS = ("bench/noop", "bench/sleep")
+IMAGE = register(Endpoint("bench/image", ImageIn, ImageOut, _load(image), title="stores a noise PNG"))
+IDS = ("bench/noop", "bench/sleep", "bench/image")
 
 
 class NullContext:

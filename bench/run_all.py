@@ -48,6 +48,12 @@ SUITE: list[tuple[str, str, list[str], list[str]]] = [
     ),
     ("Memory: peak RSS of `pulid serve --model tiny`", "bench_rss.py", [], ["--jobs", "1"]),
     (
+        "Retention: the data directory over a soak, with short retention against none",
+        "bench_retention.py",
+        ["--jobs", "2000", "--retain", "10s"],
+        ["--jobs", "200", "--retain", "3s", "--samples", "4", "--prune-every", "1"],
+    ),
+    (
         "Safety checker: its cost as a ratio to the generation it follows",
         "bench_safety.py",
         ["--repeats", "5"],

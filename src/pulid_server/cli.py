@@ -277,6 +277,48 @@ def worker(
     raise typer.Exit(run(WorkerConfig(settings)))
 
 
+@app.command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what has expired and how big it is; delete nothing")
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    storage: Storage = None,
+) -> None:
+    """Delete expired data now: finished requests, payloads, output and uploaded files past the PULID_RETAIN_*
+    settings (each API node also does this every PULID_PRUNE_EVERY_SECONDS). Safe while servers run."""
+    from pulid_server.api.services.pruner import Pruner, PruneReport
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url, storage=storage)
+    store, where = _open_store(data_dir, database_url)
+    pruner = Pruner(store, settings.blob_store(), settings.retention_policy())
+    if dry_run:
+        report = pruner.dry_run()
+    else:
+        report = PruneReport()
+        for _ in range(10_000):  # until a pass finds nothing more (bounded)
+            done = pruner.run_pass()
+            report.add(done)
+            if not sum(done.items.values()):
+                break
+    verb = "would delete" if dry_run else "deleted"
+    items = ", ".join(f"{report.items[kind]} {label}" for kind, label in _PRUNE_KINDS)
+    typer.echo(f"{verb}: {items} ({where})")
+    for prefix in ("outputs", "inputs", "uploads"):
+        typer.echo(f"  {prefix}/: {report.files[prefix]} files, {report.bytes[prefix]} bytes")
+    if not dry_run and (rows := ", ".join(f"{n} {t}" for t, n in sorted(report.rows.items()) if n)):
+        typer.echo(f"  rows: {rows}")
+
+
+_PRUNE_KINDS = (
+    ("job", "finished requests"),
+    ("outputs", "requests' outputs"),
+    ("payload", "payloads"),
+    ("upload", "uploads"),
+)
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
@@ -291,7 +333,7 @@ def keys_create(
     ./data/pulid.db in the current folder, which must exist: run it where the server runs).
     """
     policy = _key_policy(safety_mode, safety_action)
-    store, where = _key_store(data_dir, database_url)
+    store, where = _open_store(data_dir, database_url)
     key = store.keys.create_key(name, policy)
     typer.echo(key)
     typer.echo(f"created key {key.partition(':')[0]} in {where}", err=True)
@@ -306,7 +348,7 @@ def keys_policy(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Show a key's content policy overrides, or change the ones given (applies to its next jobs)."""
-    store, where = _key_store(data_dir, database_url)
+    store, where = _open_store(data_dir, database_url)
     key_id = key_id.partition(":")[0]
     if not any(k["key_id"] == key_id for k in store.keys.list_keys()):
         typer.echo(f"no key {key_id!r} in {where}", err=True)
@@ -344,7 +386,7 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     from rich.console import Console
     from rich.table import Column, Table
 
-    store, where = _key_store(data_dir, database_url)
+    store, where = _open_store(data_dir, database_url)
     keys = store.keys.list_keys()
     overrides = {k["key_id"]: _overrides(k["safety_mode"], k["safety_action"]) for k in keys}
     columns = ["name", "created", "revoked", *(["safety"] if any(overrides.values()) else [])]
@@ -359,17 +401,17 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Revoke a key: requests with it fail with 401 at once."""
-    store, where = _key_store(data_dir, database_url)
+    store, where = _open_store(data_dir, database_url)
     if not store.keys.revoke_key(key_id.partition(":")[0]):
         typer.echo(f"no active key {key_id!r} in {where}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id.partition(':')[0]} in {where}", err=True)
 
 
-def _key_store(data_dir: Path | None, database_url: str | None) -> tuple[JobStore, str]:
-    """The job store holding the keys, and a description of it. With neither flag nor env var given, the
-    default ./data/pulid.db must already exist: creating a fresh one here would make keys the running
-    server never sees (it found its database from its own folder)."""
+def _open_store(data_dir: Path | None, database_url: str | None) -> tuple[JobStore, str]:
+    """The job store the server uses (keys, jobs), and a description of it. With neither flag nor env var
+    given, the default ./data/pulid.db must already exist: creating a fresh one here would make keys the
+    running server never sees (it found its database from its own folder)."""
     from pulid_server.store import open_job_store
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulid_server.model.families import Preset
@@ -14,9 +17,28 @@ from pulid_server.policy import SafetyAction, SafetyMode
 
 if TYPE_CHECKING:
     from pulid_server.files import BlobStore
+    from pulid_server.store import RetentionPolicy
 
 
 GROUPINGS = ("family", "one")  # worker_groups values that are not explicit groups
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """`7d`, `12h`, `30m`, `45s` or seconds -> seconds; `never` (or 0) -> 0, which means keep forever."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text == "never":
+        return 0.0
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError("expected a duration such as 30m, 12h, 7d, seconds, or 'never'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]  # seconds; 0: forever
 
 
 def parse_worker_groups(text: str) -> list[list[str]]:
@@ -75,10 +97,30 @@ class Settings(BaseSettings):
         prompt_blocklist: words or phrases refused in a request's `prompt` at submit (422 naming the
             field); case-insensitive, whole words; comma-separated in the env.
 
+    Retention (durations such as `30m`, `12h`, `7d`, or `never`; docs/deployment.md, "Retention"):
+        retain_outputs: output files of a request (unless it asked for its own lifetime with
+            X-Fal-Object-Lifecycle-Preference), counted from its completion.
+        retain_uploads: uploaded files (unless the upload asked for its own lifetime), from the upload.
+        retain_payloads: a request's input, output and error body (and its stored input files).
+        retain_jobs: finished requests themselves, with their logs and webhook rows; until then an
+            expired result or file answers 410 instead of 404.
+        retain_files_max: the longest lifetime a request or an upload may ask for (`never`: no limit).
+        prune_every_seconds: how often each API node looks for expired data (batches of short
+            transactions; one node deletes a given item).
+
     Queue:
         lease_seconds: a claimed job whose worker has not heartbeated for this long is requeued.
         max_attempts: how many workers may try one job before it fails with `worker_crashed`.
         max_queue_per_key / max_queue_total: queued jobs allowed before submit answers 429.
+        runner_hint_seconds: X-Fal-Runner-Hint: after a worker finished a request with a hint, other
+            workers leave requests with that hint to it for this long (0: hints are ignored).
+
+    Webhooks (fal's policy by default: 15 s per attempt, 10 attempts over about two hours):
+        webhook_timeout_seconds: per attempt; webhook_max_attempts: attempts in all;
+        webhook_retry_base_seconds: the first retry's delay (tripled for each next one);
+        webhook_retry_window_seconds: no attempt later than this after the request completed.
+        webhook_secret: also sign with Standard Webhooks (`whsec_...`: HMAC-SHA256 in `webhook-id`,
+            `webhook-timestamp`, `webhook-signature`), besides fal's Ed25519 signature. Empty: off.
 
     Limits:
         max_body_bytes, max_file_bytes, max_data_uri_bytes, max_image_pixels: input caps (4xx past them).
@@ -111,12 +153,20 @@ class Settings(BaseSettings):
     safety_action: SafetyAction = "black"
     prompt_blocklist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    retain_outputs: Duration = 7 * 86400.0
+    retain_uploads: Duration = 7 * 86400.0
+    retain_payloads: Duration = 30 * 86400.0
+    retain_jobs: Duration = 90 * 86400.0
+    retain_files_max: Duration = 0.0
+    prune_every_seconds: Annotated[float, Field(gt=0)] = 60.0
+
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 2.0
     max_attempts: int = 3
     max_queue_per_key: int = 1000
     max_queue_total: int = 10000
     poll_seconds: float = 0.05
+    runner_hint_seconds: Annotated[float, Field(ge=0)] = 10.0
 
     max_body_bytes: int = 16 * 1024 * 1024
     max_file_bytes: int = 20 * 1024 * 1024
@@ -128,6 +178,8 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 15.0
     webhook_max_attempts: int = 10
     webhook_retry_base_seconds: float = 5.0
+    webhook_retry_window_seconds: float = 7200.0
+    webhook_secret: str = ""
 
     extra_endpoints: list[str] = Field(default_factory=list)
 
@@ -135,6 +187,18 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [e.strip() for e in value.split(",") if e.strip()] if isinstance(value, str) else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: str) -> str:
+        if value:
+            try:
+                key = base64.b64decode(value.strip().removeprefix("whsec_"), validate=True)
+            except ValueError:
+                key = b""
+            if not key:
+                raise ValueError("expected whsec_ followed by base64 (the Standard Webhooks secret format)")
+        return value.strip()
 
     @field_validator("worker_groups")
     @classmethod
@@ -159,6 +223,26 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'pulid.db').resolve()}"
+
+    def retention_policy(self) -> RetentionPolicy:
+        from pulid_server.store import RetentionPolicy
+
+        def seconds(value: float) -> float:
+            return value or math.inf
+
+        return RetentionPolicy(
+            outputs=seconds(self.retain_outputs),
+            uploads=seconds(self.retain_uploads),
+            payloads=seconds(self.retain_payloads),
+            jobs=seconds(self.retain_jobs),
+        )
+
+    def file_lifetime(self, asked: float | None) -> float | None:
+        """The lifetime a request or upload gets for its files when it asked for `asked` seconds
+        (math.inf: forever; None: it did not ask, and the node's retention applies)."""
+        if asked is None or not self.retain_files_max:
+            return asked
+        return min(asked, self.retain_files_max)
 
     def blob_store(self) -> BlobStore:
         from pulid_server.files import open_blob_store

@@ -40,11 +40,40 @@ INVALID_IMAGE = "invalid_image"
 # prompt on the operator's blocklist, or a generated image the safety checker flagged when the policy fails
 CONTENT_POLICY = "content_policy_violation"
 
+# The API's own refusals are fal's request errors too: `{"detail": message, "error_type": ...}` and the
+# X-Fal-Error-Type header (fal's types where it has one: bad_request, client_disconnected, internal_error).
+# Only 422s that list fields keep FastAPI's and fal's model-error shape, `{"detail": [...]}`.
+STATUS_ERROR_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    410: "expired",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "queue_full",
+    499: "client_disconnected",
+}
+RESULT_DELETED = Failure(
+    "result_deleted",
+    410,
+    "The result of this request is no longer stored: it expired, was deleted on request, or was "
+    "delivered once (X-Fal-Store-IO: 0)",
+)
+FILE_EXPIRED = Failure("file_expired", 410, "This file has expired and was deleted")
+
 REQUEST_CANCELLED = Failure("request_cancelled", 400, "Request was cancelled")
 REQUEST_TIMEOUT = Failure("request_timeout", 504, "Request timed out before it started")
 WORKER_CRASHED = Failure("worker_crashed", 503, "The worker died while running this request")
 GPU_OOM = Failure("gpu_oom", 503, "Out of GPU memory")
 INTERNAL_ERROR = Failure("internal_error", 500, "Internal server error")
+
+
+def request_error(status: int, message: str) -> Failure:
+    """One of the API's own refusals (a 4xx, or a 5xx of its own), typed by its status."""
+    fallback = INTERNAL_ERROR.error_type if status >= 500 else "bad_request"
+    return Failure(STATUS_ERROR_TYPES.get(status, fallback), status, message)
 
 
 def model_error(exc: BaseException) -> Failure:

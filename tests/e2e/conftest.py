@@ -22,10 +22,11 @@ JS_DIR = Path(__file__).resolve().parent / "js"
 @pytest.fixture(scope="session")
 def fal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     """`pulid serve` with plain HTTP on `.port` and HTTPS (self-signed, IP:127.0.0.1) on `.tls_port`, and
-    the tiny safety checker (so every fal-ai/pulid output carries `has_nsfw_concepts`)."""
+    the tiny safety checker (so every fal-ai/pulid output carries `has_nsfw_concepts`), pruning often."""
     folder = tmp_path_factory.mktemp("fal-server")
     cert, key = write_self_signed_cert(folder)
-    srv = TlsServer(folder / "data", env=dict(safety.SERVER_ENV), cert=cert, tls_key=key).start()
+    env = {**safety.SERVER_ENV, "PULID_PRUNE_EVERY_SECONDS": "0.5"}  # X-Fal-Store-IO results go at once
+    srv = TlsServer(folder / "data", env=env, cert=cert, tls_key=key).start()
     yield srv
     srv.stop()
 

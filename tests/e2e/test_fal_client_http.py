@@ -192,3 +192,24 @@ def test_flux_pulid_without_a_face_is_a_no_face_422(fal: fal_client.SyncClient) 
         fal.subscribe(FLUX, flux_input(faceless_data_uri(), seed=1))
     assert (exc.value.status_code, exc.value.error_type) == (422, "no_face")
     assert [e["loc"] for e in exc.value.message] == [["body", "reference_image_url"]]  # type: ignore[index]
+
+
+def test_platform_options_are_honoured(fal: fal_client.SyncClient) -> None:
+    kept = fal_client.StorageSettings(expires_in="1h")
+    url = fal.upload(b"kept", "text/plain", "k.txt", lifecycle=kept)  # both lifecycle headers, on the CDN
+    assert download(url) == b"kept"
+    headers = {
+        "X-Fal-Store-IO": "0",
+        "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 60}',
+    }
+    handle = fal.submit(ECHO, {"value": "io"}, hint="face-1", headers=headers)
+    assert handle.get()["value"] == "io"  # delivered once ...
+    deadline = time.monotonic() + 10
+    while True:  # ... then gone (X-Fal-Store-IO: 0), once the pruner has passed
+        try:
+            handle.get()
+        except fal_client.FalClientHTTPError as exc:
+            assert (exc.status_code, exc.error_type) == (410, "result_deleted")
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -158,3 +158,18 @@ def test_flux_pulid_without_a_face_throws_the_no_face_error(
         ["body", "reference_image_url"]
     ]
     assert_routed(out, route, fal_server)
+
+
+def test_platform_options_are_honoured(
+    run_js: JsRunner, fal_server: TlsServer, face_png: Path, route: str
+) -> None:
+    out = run_js("platform", route, endpoint=ECHO, input={"value": "io"}, facePath=str(face_png))
+    assert download(out["url"]) == face_png.read_bytes()
+    assert out["data"]["value"] == "io"  # delivered once ...
+    again = out["again"]  # ... then gone (X-Fal-Store-IO: 0)
+    assert (again["status"], again["body"]["error_type"], again["requestId"]) == (
+        410,
+        "result_deleted",
+        out["requestId"],
+    )
+    assert_routed(out, route, fal_server)

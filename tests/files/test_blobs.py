@@ -9,7 +9,14 @@ import botocore.exceptions  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from pulid_server.files import Blob, BlobKeyError, LocalBlobStore, S3BlobStore, open_blob_store
+from pulid_server.files import (
+    Blob,
+    BlobKeyError,
+    LocalBlobStore,
+    S3BlobStore,
+    delete_prefix,
+    open_blob_store,
+)
 
 BAD_KEYS = [
     "../escape",
@@ -204,3 +211,35 @@ def test_missing_boto3_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(builtins, "__import__", no_boto)
     with pytest.raises(RuntimeError, match=r"pip install 'pulid-server\[s3\]'"):
         S3BlobStore("s3://bucket/prefix")
+
+
+# --- scan and delete (retention) ---------------------------------------------------------------------------
+
+
+def test_local_scan_and_delete_leave_no_empty_folders(local: LocalBlobStore) -> None:
+    local.put("outputs/r1/a.png", b"aaaa", "image/png")
+    local.put("outputs/r1/b.png", b"bb", "image/png")
+    local.put("outputs/r2/c.png", b"c", "image/png")
+    found = sorted((i.key, i.size) for i in local.scan("outputs/r1/"))
+    assert found == [("outputs/r1/a.png", 4), ("outputs/r1/b.png", 2)]  # no content-type files
+    assert delete_prefix(local, "outputs/r1/") == (2, 6)
+    assert not (local.root / "outputs" / "r1").exists()  # its folder went with its last file
+    assert [i.key for i in local.scan("")] == ["outputs/r2/c.png"]
+    local.delete("outputs/r2/c.png")
+    local.delete("outputs/r2/c.png")  # nothing to delete: no error
+    assert list(local.root.iterdir()) == []  # the root stays
+    assert list(local.scan("missing/")) == []
+    with pytest.raises(BlobKeyError):
+        list(local.scan("outputs"))  # a folder prefix ends with '/'
+
+
+def test_s3_scan_and_delete_under_prefix(moto_endpoint: str, bucket: str) -> None:
+    store = S3BlobStore(f"s3://{bucket}/pulid", endpoint_url=moto_endpoint)
+    store.put("outputs/r1/a.png", b"aaaa", "image/png")
+    store.put("outputs/r10/b.png", b"bb", "image/png")
+    store.put("uploads/t/c.png", b"c", "image/png")
+    assert [(i.key, i.size) for i in store.scan("outputs/r1/")] == [("outputs/r1/a.png", 4)]
+    assert delete_prefix(store, "outputs/") == (2, 6)
+    assert [i.key for i in store.scan()] == ["uploads/t/c.png"]
+    store.delete("uploads/t/c.png")
+    assert store.get("uploads/t/c.png") is None and list(store.scan()) == []

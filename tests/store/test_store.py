@@ -15,7 +15,7 @@ from pulid_server.failures import Failure
 from pulid_server.policy import KeyPolicy
 from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, QueueFull, SqlJobStore
 from pulid_server.store.migrate import SchemaTooNew
-from pulid_server.store.schema import SCHEMA_VERSION, server_values, workers
+from pulid_server.store.schema import SCHEMA_VERSION, metadata, server_values, workers
 
 ECHO = "test/echo"
 
@@ -359,6 +359,19 @@ ADDED_COLUMNS = {
         ("jobs", "images_checked"),
         ("jobs", "images_flagged"),
     ],
+    4: [
+        ("jobs", name)
+        for name in (
+            "runner_hint",
+            "no_retry",
+            "store_io",
+            "output_lifetime",
+            "outputs_expire_at",
+            "payload_expire_at",
+            "retention",
+            "prune_until",
+        )
+    ],
 }
 
 
@@ -368,6 +381,9 @@ def make_old(store: SqlJobStore, version: int) -> None:
     with store.db.engine.begin() as conn:
         for added_in, columns in ADDED_COLUMNS.items():
             for table, column in columns if added_in > version else []:
+                for index in metadata.tables[table].indexes:  # an older node had no index on it
+                    if column in index.columns:
+                        conn.execute(text(f"DROP INDEX {index.name}"))
                 conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(
             update(server_values).where(server_values.c.name == "schema_version").values(value=str(version))
@@ -382,7 +398,7 @@ def test_a_v1_database_is_migrated_to_record_presets(store: SqlJobStore, store_u
     assert upgraded.cluster.recent_workers(10)[0].presets == {"fal-ai/pulid": "official"}
     with upgraded.db.engine.begin() as conn:
         version = conn.execute(select(server_values.c.value).where(server_values.c.name == "schema_version"))
-        assert version.scalar() == str(SCHEMA_VERSION) == "3"
+        assert version.scalar() == str(SCHEMA_VERSION) == "4"
     upgraded.close()
 
 

@@ -10,14 +10,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from pulid_server import __version__, endpoints, failures, web
-from pulid_server.api import health, metrics, storage
+from pulid_server.api import health, metrics, payloads, storage
 from pulid_server.api.model_status import openapi_with_notices, random_weight_notices
-from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router
+from pulid_server.api.queue import REQUEST_ID_HEADER, build_queue_router, failure_response
 from pulid_server.api.routing import BodyTooLarge, FalRoutingMiddleware
 from pulid_server.api.run import build_run_router
 from pulid_server.api.services.completions import CompletionWaiters
+from pulid_server.api.services.pruner import Pruner
 from pulid_server.api.services.reaper import Reaper
 from pulid_server.api.services.signing import WebhookSigner
 from pulid_server.api.services.supervisor import Supervisor
@@ -43,12 +45,14 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         signer = WebhookSigner(store.values)
         dispatcher = WebhookDispatcher(store.outbox, signer, settings)
         reaper = Reaper(store.queue, settings.max_attempts)
+        pruner = Pruner(store, blobs, settings.retention_policy(), settings.prune_every_seconds)
         completions = CompletionWaiters()
         completions.bind(asyncio.get_running_loop())
         supervisor = Supervisor(settings, workers, on_done=completions.announce) if workers > 0 else None
-        app.state.pulid = AppState(settings, store, blobs, signer, supervisor, completions)
+        app.state.pulid = AppState(settings, store, blobs, signer, pruner, supervisor, completions)
         dispatcher.start()
         reaper.start()
+        pruner.start()
         if supervisor:
             supervisor.start()
         try:
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         finally:
             if supervisor:
                 supervisor.stop()
+            pruner.stop()
             reaper.stop()
             dispatcher.stop()
             store.close()
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
     app.include_router(build_queue_router(registered))
     app.include_router(build_run_router(registered))
     app.include_router(storage.router)
+    app.include_router(payloads.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(web.router)
@@ -91,9 +97,15 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"Request body is larger than {settings.max_body_bytes} bytes"}, status_code=413
-        )
+        message = f"Request body is larger than {settings.max_body_bytes} bytes"
+        return failure_response(failures.request_error(413, message))
+
+    @app.exception_handler(HTTPException)
+    async def _refused(_request: Request, exc: HTTPException) -> JSONResponse:
+        """The API's refusals as fal's request errors; a 422 listing fields keeps its `{detail: [...]}`."""
+        if isinstance(exc.detail, list):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return failure_response(failures.request_error(exc.status_code, str(exc.detail)), exc.headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,9 @@ What one scrape costs:
   safety checker scored and flagged, by endpoint): cumulative
   since this API process started. Each scrape adds only the jobs finished since the previous one (a
   (finished_at, seq) cursor over an index), so it costs O(new jobs), never O(all jobs).
+- retention: what this node's pruner deleted (rows by table, files and bytes by prefix; each item is
+  pruned by one node, so sum() these across nodes), and what is stored (files and bytes by prefix, the
+  database's size) as this node last measured it, every few prune passes (a scan, never on a scrape).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class ClusterCollector(Collector):
             self._advance()
             yield from self._finished_families()
         yield from self._gauges()
+        yield from self._retention()
         scrape = GaugeMetricFamily("pulid_metrics_scrape_seconds", "Time this scrape spent reading the store")
         scrape.add_metric([], time.perf_counter() - started)
         yield scrape
@@ -160,6 +164,32 @@ class ClusterCollector(Collector):
         workers.add_metric(["busy"], sum(1 for w in live if w.job_id))
         workers.add_metric(["idle"], sum(1 for w in live if not w.job_id))
         yield from (depth, running, hooks, workers)
+
+    def _retention(self) -> Iterator[Metric]:
+        total, stored, database = self._state.pruner.snapshot()
+        rows = CounterMetricFamily(
+            "pulid_pruned_rows", "Rows this node's pruner deleted or cleared, by table", labels=["table"]
+        )
+        for table, n in sorted(total.rows.items()):
+            rows.add_metric([table], n)
+        files = CounterMetricFamily(
+            "pulid_pruned_files", "Files this node's pruner deleted", labels=["prefix"]
+        )
+        size = CounterMetricFamily("pulid_pruned_bytes", "Bytes of the files it deleted", labels=["prefix"])
+        for prefix in sorted(total.files):
+            files.add_metric([prefix], total.files[prefix])
+            size.add_metric([prefix], total.bytes[prefix])
+        yield from (rows, files, size)
+        stored_files = GaugeMetricFamily("pulid_stored_files", "Files in the blob store", labels=["prefix"])
+        stored_bytes = GaugeMetricFamily("pulid_stored_bytes", "Bytes in the blob store", labels=["prefix"])
+        for prefix, (n, nbytes) in sorted(stored.items()):
+            stored_files.add_metric([prefix], n)
+            stored_bytes.add_metric([prefix], nbytes)
+        yield from (stored_files, stored_bytes)
+        if database is not None:
+            db = GaugeMetricFamily("pulid_database_bytes", "Size of the job store's database")
+            db.add_metric([], database)
+            yield db
 
 
 def _registry(request: Request, state: AppState) -> CollectorRegistry:

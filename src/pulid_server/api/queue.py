@@ -4,7 +4,7 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,11 +14,12 @@ from pydantic import BaseModel
 
 from pulid_server import failures
 from pulid_server.api.auth import require_key
+from pulid_server.api.platform import platform_options
 from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
 from pulid_server.files import FetchError, validate_url
 from pulid_server.policy import blocked_term
-from pulid_server.store import COMPLETED, IN_QUEUE, PRIORITIES, Job, LogLine, QueueFull
+from pulid_server.store import COMPLETED, IN_QUEUE, PAYLOAD_GONE, PRIORITIES, Job, LogLine, QueueFull
 
 REQUEST_ID_HEADER = "x-fal-request-id"
 STREAM_POLL_SECONDS = 0.1
@@ -126,8 +127,10 @@ async def enqueue(
     key_id: str,
     *,
     webhook_url: str | None = None,
+    max_queue_length: int | None = None,
 ) -> Job:
-    """Check the prompt (blocklist) and the queue headers, then persist the job (before anyone is answered)."""
+    """Check the prompt (blocklist) and the queue headers, then persist the job (before anyone is answered).
+    `max_queue_length`: fal_max_queue_length, 429 when the endpoint's queue holds that many already."""
     if blocked := blocked_term(body, tuple(state.settings.prompt_blocklist)):
         name, term = blocked
         message = f"{name} contains a blocked term ({term!r})"
@@ -144,6 +147,7 @@ async def enqueue(
     start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
     priority = parse_priority(request.headers.get("x-fal-queue-priority"))
     idempotency_key = request.headers.get("idempotency-key")
+    platform = platform_options(request.headers, state.settings)
     try:
         job, _ = await asyncio.to_thread(
             lambda: state.store.queue.submit(
@@ -157,6 +161,11 @@ async def enqueue(
                 idempotency_key=idempotency_key[:200] if idempotency_key else None,
                 max_queue_per_key=state.settings.max_queue_per_key,
                 max_queue_total=state.settings.max_queue_total,
+                max_endpoint_queue=max_queue_length,
+                runner_hint=platform.runner_hint,
+                no_retry=platform.no_retry,
+                store_io=platform.store_io,
+                output_lifetime=platform.output_lifetime,
             )
         )
     except QueueFull as exc:
@@ -199,10 +208,21 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         fal_webhook: str | None = Query(
             None, description="URL to POST the result to when the request completes"
         ),
+        fal_max_queue_length: int | None = Query(
+            None, ge=0, description="Answer 429 instead when the endpoint already has this many queued"
+        ),
         key_id: str = Depends(require_key),
         state: AppState = Depends(app_state),
     ) -> JSONResponse:
-        job = await enqueue(state, request, endpoint, body, key_id, webhook_url=fal_webhook)
+        job = await enqueue(
+            state,
+            request,
+            endpoint,
+            body,
+            key_id,
+            webhook_url=fal_webhook,
+            max_queue_length=fal_max_queue_length,
+        )
         position = await state.read(state.store.queue.queue_position, job)
         payload = {
             "status": IN_QUEUE,
@@ -296,16 +316,39 @@ async def _status_events(state: AppState, request: Request, job: Job, with_logs:
         job = latest or job
 
 
+def failure_response(failure: failures.Failure, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """fal's request error: `{detail, error_type}` with X-Fal-Error-Type."""
+    all_headers = {**(headers or {}), **failures.error_headers(failure.error_type)}
+    return JSONResponse(failure.body(), status_code=failure.status, headers=all_headers)
+
+
 def result_response(job: Job) -> JSONResponse:
     headers = {REQUEST_ID_HEADER: job.id}
     if job.status != COMPLETED:
-        return JSONResponse({"detail": "Request is still in progress"}, status_code=400, headers=headers)
+        return failure_response(failures.request_error(400, "Request is still in progress"), headers)
     if job.error is not None:
         headers.update(failures.error_headers(job.error_type))
-        return JSONResponse(
-            json.loads(job.error_body_json or "{}"), status_code=job.error_status or 500, headers=headers
-        )
+        return JSONResponse(_error_body(job), status_code=job.error_status or 500, headers=headers)
+    if job.retention & PAYLOAD_GONE:
+        return failure_response(failures.RESULT_DELETED, headers)
     return JSONResponse(json.loads(job.output_json or "null"), headers=headers)
+
+
+def _error_body(job: Job) -> Any:
+    """A failed request's error body; once its payload is deleted, rebuilt from the error kept on its row."""
+    if job.error_body_json:
+        return json.loads(job.error_body_json)
+    error_type = job.error_type or failures.INTERNAL_ERROR.error_type
+    return failures.Failure(error_type, job.error_status or 500, job.error or "").body()
+
+
+async def deliver_result(state: AppState, job: Job) -> JSONResponse:
+    """The result, and for an X-Fal-Store-IO: 0 request without a webhook, the mark that it has been
+    delivered (the pruner deletes its payload; a webhook's acknowledgement counts instead when it has one)."""
+    response = result_response(job)
+    if not job.store_io and job.status == COMPLETED and not job.webhook_url:
+        await asyncio.to_thread(state.store.retention.result_delivered, job.id)
+    return response
 
 
 async def get_result(
@@ -313,7 +356,7 @@ async def get_result(
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    return result_response(await _owned_job(state, request_id, key_id))
+    return await deliver_result(state, await _owned_job(state, request_id, key_id))
 
 
 async def cancel(

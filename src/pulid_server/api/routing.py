@@ -1,7 +1,8 @@
 """ASGI middleware that maps every way a client may reach us onto one set of routes.
 
 - `/api/fal/proxy` with `x-fal-target-url` (the JS client's `proxyUrl`, @fal-ai/server-proxy protocol);
-- fal host names (`fal.run`, `queue.fal.run`, `rest.fal.ai`, `v3.fal.media`) for the DNS-override recipe;
+- fal host names (`fal.run`, `queue.fal.run`, `rest.fal.ai`, `v3.fal.media`, `api.fal.ai`) for the
+  DNS-override recipe;
 - a trailing slash is ignored instead of redirected (fal's SDK polls `.../status/`);
 - request bodies are capped (413) before any route reads them.
 """
@@ -9,10 +10,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pulid_server import failures
 
 HOST_PREFIXES = {
     "fal.run": "/run",
@@ -21,6 +23,7 @@ HOST_PREFIXES = {
     "rest.alpha.fal.ai": "/rest",
     "v3.fal.media": "/cdn",
     "v3b.fal.media": "/cdn",
+    "api.fal.ai": "",  # the Platform API: /v1/... paths as they are
 }
 PROXY_PATH = "/api/fal/proxy"
 
@@ -39,7 +42,7 @@ class FalRoutingMiddleware:
             target = _header(scope, b"x-fal-target-url")
             rewritten = _rewrite_target(target) if target else None
             if rewritten is None:
-                await _json(send, 400, {"detail": "Invalid request: x-fal-target-url must name a fal host"})
+                await _refuse(send, 400, "Invalid request: x-fal-target-url must name a fal host")
                 return
             path, query = rewritten
             scope = {**scope, "query_string": query.encode()}
@@ -52,7 +55,7 @@ class FalRoutingMiddleware:
         scope = {**scope, "path": path, "raw_path": path.encode()}
         declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _json(send, 413, {"detail": f"Request body is larger than {self.max_body_bytes} bytes"})
+            await _refuse(send, 413, f"Request body is larger than {self.max_body_bytes} bytes")
             return
         await self.app(scope, _capped(receive, self.max_body_bytes), send)
 
@@ -91,13 +94,22 @@ class BodyTooLarge(Exception):
     """A chunked body grew past the cap; the app turns it into a 413."""
 
 
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
+async def _refuse(send: Send, status: int, message: str) -> None:
+    """fal's request error, before any route runs: `{detail, error_type}` with X-Fal-Error-Type."""
+    failure = failures.request_error(status, message)
+    data = json.dumps(failure.body()).encode()
+    headers = [
+        (k.lower().encode(), v.encode()) for k, v in failures.error_headers(failure.error_type).items()
+    ]
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": data})

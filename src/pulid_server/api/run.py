@@ -5,8 +5,9 @@ import asyncio
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from pulid_server import failures
 from pulid_server.api.auth import require_key
-from pulid_server.api.queue import enqueue, poll_delay, result_response
+from pulid_server.api.queue import deliver_result, enqueue, failure_response, poll_delay
 from pulid_server.api.state import AppState, app_state
 from pulid_server.endpoints import Endpoint
 from pulid_server.store import COMPLETED, Job
@@ -55,8 +56,8 @@ def _add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         job = await enqueue(state, request, endpoint, body, key_id)
         done = await wait_for_completion(state, request, job)
         if done is None:
-            return JSONResponse({"detail": "Client disconnected"}, status_code=499)
-        return result_response(done)
+            return failure_response(failures.request_error(499, "Client disconnected"))
+        return await deliver_result(state, done)
 
     router.add_api_route(
         f"/{endpoint.id}",

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from pulid_server.api.services.completions import CompletionWaiters
+from pulid_server.api.services.pruner import Pruner
 from pulid_server.api.services.signing import WebhookSigner
 from pulid_server.api.services.supervisor import Supervisor
 from pulid_server.config import Settings
@@ -25,6 +26,7 @@ class AppState:
     store: JobStore
     blobs: BlobStore
     signer: WebhookSigner
+    pruner: Pruner
     supervisor: Supervisor | None = None
     completions: CompletionWaiters = field(default_factory=CompletionWaiters)
 

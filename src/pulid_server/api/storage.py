@@ -17,9 +17,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
+from pulid_server import failures
 from pulid_server.api.auth import require_key
-from pulid_server.api.queue import public_base
+from pulid_server.api.platform import parse_lifecycle
+from pulid_server.api.queue import failure_response, public_base
 from pulid_server.api.state import AppState, app_state
+from pulid_server.store import OUTPUTS_GONE, PAYLOAD_GONE
 
 router = APIRouter(tags=["storage"])
 UPLOAD_TTL_SECONDS = 3600.0
@@ -38,6 +41,21 @@ def new_upload_key(file_name: str | None, content_type: str) -> str:
     return f"uploads/{secrets.token_urlsafe(16)}/{name}"
 
 
+def upload_lifetime(request: Request, state: AppState) -> float | None:
+    """X-Fal-Object-Lifecycle on an upload (JS initiate; the Python client also sends it as
+    X-Fal-Object-Lifecycle-Preference): the file's own lifetime, within the node's retain_files_max."""
+    for header in ("x-fal-object-lifecycle", "x-fal-object-lifecycle-preference"):
+        if (value := request.headers.get(header)) is not None:
+            return state.settings.file_lifetime(parse_lifecycle(value, header))
+    return None
+
+
+async def record_upload(request: Request, state: AppState, key: str, key_id: str) -> None:
+    """Remember the file for retention before it is stored: a file is never on disk without its row."""
+    lifetime = upload_lifetime(request, state)
+    await asyncio.to_thread(state.store.retention.record_upload, key, key_id, lifetime)
+
+
 @router.post("/rest/storage/upload/initiate", summary="Start an upload (returns a PUT URL and the file URL)")
 async def initiate_upload(
     request: Request,
@@ -46,6 +64,7 @@ async def initiate_upload(
     state: AppState = Depends(app_state),
 ) -> dict[str, str]:
     key = new_upload_key(body.file_name, body.content_type)
+    await record_upload(request, state, key, key_id)
     token = await asyncio.to_thread(
         state.store.uploads.grant_upload, key_id, UPLOAD_TTL_SECONDS, key, body.content_type
     )
@@ -92,24 +111,37 @@ async def cdn_token(
 async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> JSONResponse:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     grant = await asyncio.to_thread(state.store.uploads.check_upload_grant, token.strip()) if token else None
-    if grant is None:  # an API key works too, for clients that skip the token step
-        await require_key(request, state)
+    # an API key works too, for clients that skip the token step
+    owner = grant["owner_key_id"] if grant is not None else await require_key(request, state)
     data = await _read_capped(request, state)
     content_type = request.headers.get("content-type") or "application/octet-stream"
     key = new_upload_key(request.headers.get("x-fal-file-name"), content_type)
+    await record_upload(request, state, key, owner)
     await asyncio.to_thread(state.blobs.put, key, data, content_type)
     return JSONResponse({"access_url": f"{public_base(request)}/files/{key}"})
 
 
+def expired_file(state: AppState, key: str) -> bool:
+    """Whether retention deleted this file (a 410 then, not a 404): an upload's row says so; a request's
+    output or input file, its job's retention bits (while the job's row is kept)."""
+    folder, _, rest = key.partition("/")
+    if folder == "uploads":
+        return state.store.retention.upload_deleted(key)
+    bits = state.store.retention.job_retention(rest.partition("/")[0])
+    return bits is not None and bool(bits & (OUTPUTS_GONE if folder == "outputs" else PAYLOAD_GONE))
+
+
 @router.get("/files/{key:path}", summary="Download a stored file", response_class=Response)
 async def download(key: str, state: AppState = Depends(app_state)) -> Response:
-    if not key.startswith(("uploads/", "outputs/")):
+    if not key.startswith(("uploads/", "outputs/", "inputs/")):
         raise HTTPException(404, "File not found")
     url = await asyncio.to_thread(state.blobs.download_url, key)
     if url:
         return RedirectResponse(url, status_code=307)
     blob = await asyncio.to_thread(state.blobs.get, key)
     if blob is None:
+        if await state.read(expired_file, state, key):
+            return failure_response(failures.FILE_EXPIRED)
         raise HTTPException(404, "File not found")
     headers = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
     media_type = blob.content_type

@@ -3,10 +3,12 @@ with limits, and blob storage (local folder or S3-compatible)."""
 
 from pulid_server.files.blobs import (
     Blob,
+    BlobInfo,
     BlobKeyError,
     BlobStore,
     LocalBlobStore,
     S3BlobStore,
+    delete_prefix,
     open_blob_store,
 )
 from pulid_server.files.datauri import DataURIError, decode_data_uri
@@ -15,6 +17,7 @@ from pulid_server.files.images import ImageDecodeError, encode_png, open_image
 
 __all__ = [
     "Blob",
+    "BlobInfo",
     "BlobKeyError",
     "BlobStore",
     "DataURIError",
@@ -23,6 +26,7 @@ __all__ = [
     "LocalBlobStore",
     "S3BlobStore",
     "decode_data_uri",
+    "delete_prefix",
     "encode_png",
     "fetch_bytes",
     "open_blob_store",

@@ -1,10 +1,15 @@
-"""Blob storage for uploads and outputs: a local folder (default) or an S3-compatible bucket."""
+"""Blob storage for uploads and outputs: a local folder (default) or an S3-compatible bucket.
+
+Keys: `uploads/<token>/<name>` (client uploads), `outputs/<request id>/<token>.png` (results), and
+`inputs/<request id>/...` (a request's own input files), so that a request's files are deleted by prefix.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,10 +17,12 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "Blob",
+    "BlobInfo",
     "BlobKeyError",
     "BlobStore",
     "LocalBlobStore",
     "S3BlobStore",
+    "delete_prefix",
     "open_blob_store",
     "validate_key",
 ]
@@ -34,6 +41,13 @@ class Blob:
     content_type: str
 
 
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    modified: float  # unix time
+
+
 class BlobKeyError(ValueError):
     """A key that is not `[A-Za-z0-9._-]` segments joined by '/', or that contains '.' or '..' segments."""
 
@@ -43,9 +57,32 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> Blob | None: ...
 
+    def delete(self, key: str) -> None:
+        """Remove a blob; nothing happens when there is none."""
+        ...
+
+    def scan(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every blob whose key starts with `prefix` ("" or a folder such as `outputs/<id>/`)."""
+        ...
+
     def download_url(self, key: str) -> str | None:
         """A URL clients may fetch the blob from directly, or None when the API serves the bytes itself."""
         ...
+
+
+def delete_prefix(blobs: BlobStore, prefix: str) -> tuple[int, int]:
+    """Delete every blob under a folder prefix: (files, bytes) deleted."""
+    files = size = 0
+    for info in list(blobs.scan(prefix)):
+        blobs.delete(info.key)
+        files, size = files + 1, size + info.size
+    return files, size
+
+
+def _check_prefix(prefix: str) -> str:
+    if prefix and not (prefix.endswith("/") and validate_key(prefix.rstrip("/"))):
+        raise BlobKeyError(f"invalid blob prefix {prefix[:80]!r}: a folder ending with '/', or ''")
+    return prefix
 
 
 def validate_key(key: str) -> str:
@@ -80,6 +117,31 @@ class LocalBlobStore:
         except FileNotFoundError:
             content_type = _DEFAULT_TYPE
         return Blob(data, content_type)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        for each in (path, path.with_name(path.name + _TYPE_SUFFIX)):
+            each.unlink(missing_ok=True)
+        for folder in path.parents:  # empty folders would pile up (one per request or upload)
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): the folders above are not empty either
+                break
+
+    def scan(self, prefix: str = "") -> Iterator[BlobInfo]:
+        top = self.root.joinpath(*_check_prefix(prefix).split("/"))
+        for folder, _, names in os.walk(top):
+            for name in names:
+                if "~" in name:  # content types and half-written files are not blobs (no key has "~")
+                    continue
+                path = Path(folder, name)
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                yield BlobInfo(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
 
     def download_url(self, key: str) -> str | None:
         validate_key(key)
@@ -141,6 +203,17 @@ class S3BlobStore:
             return None
         with obj["Body"] as body:
             return Blob(body.read(), obj.get("ContentType") or _DEFAULT_TYPE)
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def scan(self, prefix: str = "") -> Iterator[BlobInfo]:
+        full = f"{self.prefix}/{_check_prefix(prefix)}" if self.prefix else _check_prefix(prefix)
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
+                yield BlobInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
 
     def download_url(self, key: str) -> str | None:
         full_key = self._key(key)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from pulid_server.store.database import Database
 from pulid_server.store.records import IN_PROGRESS, IN_QUEUE, FinishedJob, QueueDepth, WorkerInfo
-from pulid_server.store.schema import jobs, webhooks, workers
+from pulid_server.store.schema import jobs, runner_hints, webhooks, workers
 
 WORKER_ROW_TTL_SECONDS = 86400.0  # rows of workers gone this long are pruned when a worker registers
 
@@ -67,6 +67,7 @@ class SqlClusterView:
     def unregister_worker(self, worker_id: str) -> None:
         with self._db.tx() as conn:
             conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
+            conn.execute(delete(runner_hints).where(runner_hints.c.worker_id == worker_id))  # route no more
 
     def recent_workers(self, within_seconds: float) -> list[WorkerInfo]:
         """Workers that reported in the last `within_seconds` (use the lease: older means presumed dead)."""

@@ -34,8 +34,21 @@ def _v3_content_policy(conn: Connection) -> None:
     add_columns(conn, jobs, "images_checked", "images_flagged")
 
 
+def _v4_platform_headers_and_retention(conn: Connection) -> None:
+    """fal's platform headers and data retention (jobs); existing rows keep their data on the node's clocks."""
+    nullable = ("runner_hint", "output_lifetime", "outputs_expire_at", "payload_expire_at", "prune_until")
+    add_columns(conn, jobs, *nullable)
+    for ddl in ("no_retry BOOLEAN NOT NULL DEFAULT false", "store_io BOOLEAN NOT NULL DEFAULT true"):
+        conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {ddl}"))
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN retention SMALLINT NOT NULL DEFAULT 0"))
+
+
 # version -> the step that brings a database from version - 1 to it.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_worker_presets, 3: _v3_content_policy}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_worker_presets,
+    3: _v3_content_policy,
+    4: _v4_platform_headers_and_retention,
+}
 
 
 class SchemaTooNew(RuntimeError):
@@ -48,11 +61,11 @@ def ensure_schema(engine: Engine) -> None:
         if conn.dialect.name == "postgresql":
             # Without it, nodes starting together race on CREATE TABLE and one dies on a duplicate.
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
-        metadata.create_all(conn)
+        metadata.create_all(conn)  # new tables only: an existing table is left as it is
+        _check_version(conn)  # migrations add columns before the indexes below may name them
         for table in metadata.sorted_tables:  # create_all skips indexes added to tables that exist
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
-        _check_version(conn)
 
 
 def _check_version(conn: Connection) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from pulid_server.store.database import Database
-from pulid_server.store.records import Job, WebhookTask
+from pulid_server.store.records import COMPLETED, Job, WebhookTask
 from pulid_server.store.schema import jobs, webhooks
 
 
@@ -54,21 +54,29 @@ class SqlWebhookOutbox:
             ).first()
             if row is None:
                 return None
-            job_row = conn.execute(select(jobs).where(jobs.c.id == row.job_id)).one()
+            job_row = conn.execute(select(jobs).where(jobs.c.id == row.job_id)).first()
+            if job_row is None:  # its job was deleted (retention shorter than the delivery window)
+                conn.execute(delete(webhooks).where(webhooks.c.job_id == row.job_id))
+                return None
         return WebhookTask(Job.from_row(job_row), row.url, row.attempts)
 
     def webhook_done(
         self, job_id: str, *, delivered: bool, error: str | None, retry_at: float | None
     ) -> None:
         state = "delivered" if delivered else ("pending" if retry_at is not None else "dead")
+        now = time.time()
         with self._db.tx() as conn:
             conn.execute(
                 update(webhooks)
                 .where(webhooks.c.job_id == job_id)
-                .values(
-                    state=state, last_error=error, lease_until=None, next_attempt_at=retry_at or time.time()
-                )
+                .values(state=state, last_error=error, lease_until=None, next_attempt_at=retry_at or now)
             )
+            if delivered:  # X-Fal-Store-IO: 0: an acknowledged webhook is the delivery of the result
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.store_io.is_(False), jobs.c.status == COMPLETED)
+                    .values(payload_expire_at=now)
+                )
 
     def webhook_state(self, job_id: str) -> dict[str, Any] | None:
         with self._db.read() as conn:

@@ -13,7 +13,17 @@ from typing import Any, Protocol
 
 from pulid_server.failures import Failure
 from pulid_server.policy import KeyPolicy
-from pulid_server.store.records import FinishedJob, Job, LogLine, QueueDepth, WebhookTask, WorkerInfo
+from pulid_server.store.records import (
+    Expired,
+    FinishedJob,
+    Job,
+    LogLine,
+    QueueDepth,
+    RetentionPolicy,
+    WebhookTask,
+    WorkerInfo,
+)
+from pulid_server.store.retention import PruneClaim
 
 
 class KeyStore(Protocol):
@@ -62,9 +72,18 @@ class JobQueue(Protocol):
         idempotency_key: str | None = None,
         max_queue_per_key: int = 10**9,
         max_queue_total: int = 10**9,
+        max_endpoint_queue: int | None = None,
+        runner_hint: str | None = None,
+        no_retry: bool = False,
+        store_io: bool = True,
+        output_lifetime: float | None = None,
     ) -> tuple[Job, bool]:
         """Persist a new IN_QUEUE job: (job, created). An idempotent replay returns (the first job, False).
-        Raises QueueFull past a cap (exact across API nodes)."""
+        Raises QueueFull past a cap (exact across API nodes), or when `max_endpoint_queue` jobs of its
+        endpoint are queued already (fal_max_queue_length). fal's platform headers: `runner_hint` (see
+        `claim`), `no_retry` (a lost worker fails it instead of requeueing it), `store_io` False (its
+        payload is deleted once delivered: `Retention.result_delivered`), `output_lifetime` (seconds its
+        output files are kept, math.inf: forever; None: the node's retention)."""
         ...
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
@@ -87,8 +106,11 @@ class JobQueue(Protocol):
         """Cheap read used by idle workers so that polling takes no write lock."""
         ...
 
-    def claim(self, worker_id: str, endpoint_ids: list[str], lease_seconds: float) -> Job | None:
-        """Take the next queued job (priority, then FIFO) with a lease; never the same job twice."""
+    def claim(
+        self, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float = 0.0
+    ) -> Job | None:
+        """Take the next queued job (priority, then FIFO) with a lease; never the same job twice. A job
+        whose runner hint another worker used within `hint_seconds` is left to that worker."""
         ...
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
@@ -121,8 +143,8 @@ class JobQueue(Protocol):
         ...
 
     def reap(self, max_attempts: int) -> None:
-        """Fail queued jobs past their start deadline; requeue (or, after `max_attempts`, fail) running
-        jobs whose lease expired. Safe to run on every node at once."""
+        """Fail queued jobs past their start deadline; requeue (or, after `max_attempts` or with
+        `no_retry`, fail) running jobs whose lease expired. Safe to run on every node at once."""
         ...
 
 
@@ -155,6 +177,53 @@ class UploadGrants(Protocol):
 
     def check_upload_grant(self, token: str) -> dict[str, Any] | None:
         """The unexpired grant (`owner_key_id`, `file_key`, `content_type`, `expires_at`), or None."""
+        ...
+
+
+class Retention(Protocol):
+    """What is kept how long: finished jobs, their payloads and output files, uploads (store/retention.py).
+    Pruners claim expired items in batches (one pruner per item), delete their files, then `finish`."""
+
+    def record_upload(self, file_key: str, owner_key_id: str, lifetime: float | None = None) -> None:
+        """Remember an uploaded file, to expire after `lifetime` seconds (math.inf: never; None: the node's
+        retain_uploads)."""
+        ...
+
+    def result_delivered(self, job_id: str) -> bool:
+        """An X-Fal-Store-IO: 0 job's result was delivered: its payload is due now. False for other jobs."""
+        ...
+
+    def forget_request(self, job_id: str) -> bool:
+        """Mark a finished job's payload and outputs deleted (their files already are). False when it is
+        not finished."""
+        ...
+
+    def job_retention(self, job_id: str) -> int | None:
+        """The job's retention bits (what is gone: OUTPUTS_GONE, PAYLOAD_GONE), or None for no such job."""
+        ...
+
+    def upload_deleted(self, file_key: str) -> bool:
+        """Whether this uploaded file was deleted by retention."""
+        ...
+
+    def database_bytes(self) -> int:
+        """The database's size on disk (SQLite: its file without the WAL; PostgreSQL: pg_database_size)."""
+        ...
+
+    def expired(self, kind: str, policy: RetentionPolicy, limit: int) -> list[Expired]:
+        """What `claim` would take now (for a dry run), claiming nothing."""
+        ...
+
+    def claim(self, kind: str, policy: RetentionPolicy, limit: int, lease_seconds: float) -> PruneClaim:
+        """Up to `limit` expired items of `kind` (store.retention.KINDS), leased to the caller."""
+        ...
+
+    def finish(self, claim: PruneClaim) -> dict[str, int]:
+        """Apply a claim whose files are deleted: rows deleted or cleared, by table (or part)."""
+        ...
+
+    def housekeeping(self, policy: RetentionPolicy, limit: int) -> dict[str, int]:
+        """Delete a batch of rows that hold no files (expired grants, stale hints, old tombstones)."""
         ...
 
 
@@ -223,6 +292,9 @@ class JobStore(Protocol):
 
     @property
     def cluster(self) -> ClusterView: ...
+
+    @property
+    def retention(self) -> Retention: ...
 
     @property
     def inline_reads(self) -> bool:

@@ -8,11 +8,25 @@ an advisory lock around submits so that the queue caps stay exact across API nod
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from pulid_server import failures
@@ -21,7 +35,8 @@ from pulid_server.store import outbox
 from pulid_server.store.cluster import touch_worker
 from pulid_server.store.database import Database
 from pulid_server.store.records import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, LogLine, QueueFull
-from pulid_server.store.schema import job_logs, jobs
+from pulid_server.store.retention import OWN_OUTPUT_LIFETIME
+from pulid_server.store.schema import job_logs, jobs, runner_hints
 
 _PG_SUBMIT_LOCK = 0x70756C6964 + 1  # advisory lock that makes the queue caps exact across API nodes
 
@@ -45,6 +60,11 @@ class SqlJobQueue:
         idempotency_key: str | None = None,
         max_queue_per_key: int = 10**9,
         max_queue_total: int = 10**9,
+        max_endpoint_queue: int | None = None,
+        runner_hint: str | None = None,
+        no_retry: bool = False,
+        store_io: bool = True,
+        output_lifetime: float | None = None,
     ) -> tuple[Job, bool]:
         if idempotency_key:
             existing = self._find_idempotent(owner_key_id, idempotency_key)
@@ -65,6 +85,12 @@ class SqlJobQueue:
             start_deadline=now + start_timeout if start_timeout else None,
             attempts=0,
             cancel_requested=False,
+            runner_hint=runner_hint,
+            no_retry=no_retry,
+            store_io=store_io,
+            # Its own lifetime for its outputs (NULL with the bit: never); without the bit, the node's clock.
+            output_lifetime=output_lifetime if output_lifetime and math.isfinite(output_lifetime) else None,
+            retention=0 if output_lifetime is None else OWN_OUTPUT_LIFETIME,
         )
         try:
             with self._db.tx() as conn:
@@ -78,6 +104,12 @@ class SqlJobQueue:
                 mine = queued.where(jobs.c.owner_key_id == owner_key_id)
                 if conn.execute(mine).scalar_one() >= max_queue_per_key:
                     raise QueueFull("this key has too many queued requests")
+                if max_endpoint_queue is not None:  # the caller's fal_max_queue_length
+                    endpoint_queue = queued.where(jobs.c.endpoint_id == endpoint_id)
+                    if conn.execute(endpoint_queue).scalar_one() >= max_endpoint_queue:
+                        raise QueueFull(
+                            f"the queue of {endpoint_id} is longer than fal_max_queue_length={max_endpoint_queue}"
+                        )
                 row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).one()
         except IntegrityError:
             # Two submits raced with the same Idempotency-Key: the other one won.
@@ -154,12 +186,18 @@ class SqlJobQueue:
         with self._db.read() as conn:
             return conn.execute(query).first() is not None
 
-    def claim(self, worker_id: str, endpoint_ids: list[str], lease_seconds: float) -> Job | None:
+    def claim(
+        self, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float = 0.0
+    ) -> Job | None:
         now = time.time()
         with self._db.tx() as conn:
             next_seq = (
                 select(jobs.c.seq)
-                .where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(endpoint_ids))
+                .where(
+                    jobs.c.status == IN_QUEUE,
+                    jobs.c.endpoint_id.in_(endpoint_ids),
+                    _not_hinted_elsewhere(worker_id, now - hint_seconds),
+                )
                 .order_by(jobs.c.priority, jobs.c.seq)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -202,6 +240,16 @@ class SqlJobQueue:
                         job,
                         None,
                         failure,
+                        only_if_status=IN_PROGRESS,
+                        worker_id=job.worker_id,
+                        expired_at=now,
+                    )
+                elif job.no_retry:  # x-fal-no-retry: a lost worker ends the request
+                    self._finish(
+                        conn,
+                        job,
+                        None,
+                        failures.WORKER_CRASHED,
                         only_if_status=IN_PROGRESS,
                         worker_id=job.worker_id,
                         expired_at=now,
@@ -308,12 +356,14 @@ class SqlJobQueue:
             where.append(jobs.c.worker_id == worker_id)
         if expired_at is not None:  # only if the lease is still expired now (not renewed since it was read)
             where.append(jobs.c.lease_until < expired_at)
+        now = time.time()
         values: dict[str, Any] = dict(
             status=COMPLETED,
-            finished_at=time.time(),
+            finished_at=now,
             lease_until=None,
             images_checked=images_checked,
             images_flagged=images_flagged,
+            outputs_expire_at=literal(now) + jobs.c.output_lifetime,  # NULL unless it has its own lifetime
         )
         if inference_time is not None:
             values["inference_time"] = inference_time
@@ -331,7 +381,28 @@ class SqlJobQueue:
             return False
         if job.webhook_url:
             outbox.add(conn, job.id, job.webhook_url)
+        if job.runner_hint and worker_id is not None and failure is None:
+            _hold_hint(conn, job.runner_hint, worker_id, now)
         return True
+
+
+def _not_hinted_elsewhere(worker_id: str, since: float) -> ColumnElement[bool]:
+    """X-Fal-Runner-Hint, best effort: a job whose hint another worker used since `since` is left to that
+    worker (it holds the hint's state); once that window has passed, any worker takes it."""
+    held = exists().where(
+        runner_hints.c.hint == jobs.c.runner_hint,
+        runner_hints.c.worker_id != worker_id,
+        runner_hints.c.seen_at > since,
+    )
+    return or_(jobs.c.runner_hint.is_(None), ~held)
+
+
+def _hold_hint(conn: Connection, hint: str, worker_id: str, now: float) -> None:
+    """Record that `worker_id` now holds `hint`'s state (an upsert, inside the completing transaction)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    row = {"hint": hint, "worker_id": worker_id, "seen_at": now}
+    stmt = dialect.insert(runner_hints).values(**row)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["hint"], set_=row))
 
 
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:

@@ -40,6 +40,10 @@ class Job:
     error_status: int | None
     error_body_json: str | None
     inference_time: float | None
+    runner_hint: str | None = None
+    no_retry: bool = False
+    store_io: bool = True
+    retention: int = 0  # what of it is gone, and which clock its outputs follow (store/retention.py)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -50,6 +54,28 @@ class Job:
     def input(self) -> dict[str, Any]:
         value: dict[str, Any] = json.loads(self.input_json)
         return value
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each kind of data is kept, in seconds (math.inf: forever): output files (unless a request
+    gave its own lifetime), uploaded files (unless the upload did), request payloads (input, output, error
+    body and the request's input files) and finished jobs with their logs and webhook rows."""
+
+    outputs: float
+    uploads: float
+    payloads: float
+    jobs: float
+
+
+@dataclass(frozen=True)
+class Expired:
+    """Data a pruner claimed: `kind` is "job" (the whole finished job), "outputs", "payload" (of job `ref`)
+    or "upload" (file key `ref`). `retention`: the job's bits when claimed (what was gone already)."""
+
+    kind: str
+    ref: str
+    retention: int = 0
 
 
 @dataclass

@@ -10,15 +10,19 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 
 # Bump only for changes that `create_all` cannot make by itself (new columns, changed meanings), and add
 # the step to store/migrate.py. New tables and indexes need no bump: they are created at start-up.
-SCHEMA_VERSION = 3  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
+SCHEMA_VERSION = 4  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
+# 4: fal's platform headers and data retention (jobs: runner_hint ... prune_until)
 metadata = MetaData()
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived queues.
@@ -68,11 +72,29 @@ jobs = Table(
     # images the safety checker saw and flagged (for /metrics); NULL when it did not run
     Column("images_checked", Integer),
     Column("images_flagged", Integer),
+    # fal's platform headers (v4): X-Fal-Runner-Hint, x-fal-no-retry, X-Fal-Store-IO: 0
+    Column("runner_hint", String(200)),
+    Column("no_retry", Boolean, nullable=False, default=False, server_default=false()),
+    Column("store_io", Boolean, nullable=False, default=True, server_default=true()),
+    # Retention (v4; store/retention.py). `retention` says which clock the outputs follow and what is gone
+    # (bits in store/retention.py). With its own lifetime (X-Fal-Object-Lifecycle-Preference) the outputs
+    # expire at `outputs_expire_at` (set at completion from `output_lifetime`; NULL there: never);
+    # otherwise after the node's retain_outputs. `payload_expire_at`: when a delivered X-Fal-Store-IO: 0
+    # result is due for deletion. `prune_until`: a pruner's claim on the row.
+    Column("output_lifetime", Float),
+    Column("outputs_expire_at", Float),
+    Column("payload_expire_at", Float),
+    Column("retention", SmallInteger, nullable=False, default=0, server_default="0"),
+    Column("prune_until", Float),
     UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_idempotency"),
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority, jobs.c.seq)
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_until)
 Index("ix_jobs_finished", jobs.c.finished_at)  # /metrics reads only the jobs finished since its last scrape
+# The pruner's ranges: parts on the node's clocks by what is gone and age; parts with their own expiry.
+Index("ix_jobs_retention", jobs.c.retention, jobs.c.finished_at)
+Index("ix_jobs_outputs_expire", jobs.c.outputs_expire_at)
+Index("ix_jobs_payload_expire", jobs.c.payload_expire_at)
 
 job_logs = Table(
     "job_logs",
@@ -94,6 +116,33 @@ upload_grants = Table(
     Column("file_key", String(500)),  # set for single-file PUT grants, NULL for CDN tokens
     Column("content_type", String(200)),
     Column("expires_at", Float, nullable=False),
+)
+Index("ix_upload_grants_expiry", upload_grants.c.expires_at)  # expired grants are deleted in batches
+
+# Uploaded files, for retention: one row per `uploads/...` key (store/retention.py). `state`: 0 stored on
+# the node's clock (retain_uploads), 1 stored with its own lifetime (`expire_at`; NULL: never), 2 deleted
+# (kept a while so that its URL answers 410, not 404).
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("file_key", String(500), primary_key=True),
+    Column("owner_key_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("state", SmallInteger, nullable=False, default=0),
+    Column("expire_at", Float),
+    Column("prune_until", Float),
+)
+Index("ix_uploads_retention", uploads.c.state, uploads.c.created_at)
+Index("ix_uploads_expire", uploads.c.expire_at)
+
+# X-Fal-Runner-Hint affinity: the worker that last finished a job with this hint (it holds the hint's
+# state, e.g. a cached face); other workers leave such jobs to it for a few seconds (store/queue.py).
+runner_hints = Table(
+    "runner_hints",
+    metadata,
+    Column("hint", String(200), primary_key=True),
+    Column("worker_id", String(100), nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
 
 # Durable webhook outbox: one row per job, written in the same transaction that completes the job.

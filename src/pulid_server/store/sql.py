@@ -9,6 +9,7 @@ from pulid_server.store.migrate import ensure_schema
 from pulid_server.store.outbox import SqlWebhookOutbox
 from pulid_server.store.protocol import JobStore
 from pulid_server.store.queue import SqlJobQueue
+from pulid_server.store.retention import SqlRetention
 from pulid_server.store.uploads import SqlUploadGrants
 from pulid_server.store.values import SqlServerValues
 
@@ -29,6 +30,7 @@ class SqlJobStore:
         self.uploads = SqlUploadGrants(self.db)
         self.values = SqlServerValues(self.db)
         self.cluster = SqlClusterView(self.db)
+        self.retention = SqlRetention(self.db)
 
     @property
     def inline_reads(self) -> bool:

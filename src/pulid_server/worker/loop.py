@@ -128,7 +128,9 @@ class Worker:
             self._maybe_reap()
             job = None
             if self.store.queue.has_queued(ids):
-                job = self.store.queue.claim(self.worker_id, ids, self.settings.lease_seconds)
+                job = self.store.queue.claim(
+                    self.worker_id, ids, self.settings.lease_seconds, self.settings.runner_hint_seconds
+                )
             if job is None:
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
                 self.doorbell.wait(

@@ -140,6 +140,29 @@ async function failing({ endpoint, input }) {
   throw new Error("expected the request to fail");
 }
 
-const CASES = { subscribe, queue, cancel, run, upload, invalid, failing };
+// fal's platform options as the client sends them: an upload's lifecycle, a runner hint, the outputs'
+// lifetime (storageSettings) and X-Fal-Store-IO: 0 (a custom header), whose result is gone once delivered.
+async function platform({ endpoint, input, facePath }) {
+  const url = await fal.storage.upload(faceBlob(facePath), { lifecycle: { expiresIn: "1h" } });
+  const result = await fal.subscribe(endpoint, {
+    input,
+    hint: "face-1",
+    storageSettings: { expiresIn: 3600 },
+    headers: { "X-Fal-Store-IO": "0" },
+    pollInterval: 100,
+  });
+  let again = null;
+  for (let i = 0; i < 100 && again === null; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      await fal.queue.result(endpoint, { requestId: result.requestId });
+    } catch (err) {
+      again = describeError(err);
+    }
+  }
+  return { url, data: result.data, requestId: result.requestId, again };
+}
+
+const CASES = { subscribe, queue, cancel, run, upload, invalid, failing, platform };
 if (!CASES[caseName]) throw new Error(`unknown case ${caseName}`);
 console.log(JSON.stringify({ ...(await CASES[caseName](args)), requests }));

@@ -1,9 +1,12 @@
-"""fal-style webhook signatures: one Ed25519 key shared by every node through the store, its JWKS."""
+"""Webhook signatures: fal's (one Ed25519 key shared by every node through the store, its JWKS), and
+optionally Standard Webhooks' (HMAC-SHA256 with the operator's `whsec_...` secret), for receivers that
+verify with that library."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import time
 from typing import Any
 
@@ -40,6 +43,23 @@ class WebhookSigner:
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": self.public_x, "kid": self.kid, "use": "sig"}]}
+
+
+class StandardWebhooksSigner:
+    """Standard Webhooks (standardwebhooks.com): `webhook-signature: v1,<base64 HMAC-SHA256 of
+    "{id}.{timestamp}.{body}">` with the secret's bytes. `webhook-id` is the request id: the same on every
+    retry of the one webhook a request has, which is what receivers deduplicate on."""
+
+    PREFIX = "whsec_"
+
+    def __init__(self, secret: str):  # checked by Settings: whsec_ and base64
+        self._key = base64.b64decode(secret.removeprefix(self.PREFIX))
+
+    def headers(self, request_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
+        ts = str(int(now if now is not None else time.time()))
+        signed = f"{request_id}.{ts}.".encode() + body
+        digest = base64.b64encode(hmac.new(self._key, signed, hashlib.sha256).digest()).decode()
+        return {"webhook-id": request_id, "webhook-timestamp": ts, "webhook-signature": f"v1,{digest}"}
 
 
 def _new_private_key_pem() -> str:

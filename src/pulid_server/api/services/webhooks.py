@@ -1,7 +1,8 @@
 """Webhook delivery from the durable outbox: fal's payload, signed (signing.py), retries with backoff.
 
 Any node may deliver: rows are claimed with a lease, so each terminal webhook is sent by one node at a
-time and retried across restarts until a 2xx or the attempt limit.
+time and retried across restarts until a 2xx, the attempt limit or the end of the retry window (fal's
+policy by default: 15 s per attempt, 10 attempts over about two hours).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from pulid_server.api.services.signing import WebhookSigner
+from pulid_server.api.services.signing import StandardWebhooksSigner, WebhookSigner
 from pulid_server.config import Settings
 from pulid_server.files import FetchError, post_json
 from pulid_server.store import Job, WebhookOutbox
@@ -49,6 +50,8 @@ class WebhookDispatcher:
         self.outbox = outbox
         self.signer = signer
         self.settings = settings
+        secret = settings.webhook_secret
+        self.standard = StandardWebhooksSigner(secret) if secret else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="webhooks")
 
@@ -74,7 +77,10 @@ class WebhookDispatcher:
         if task is None:
             return False
         body = json.dumps(webhook_body(task.job)).encode()
-        headers = {"Content-Type": "application/json", **self.signer.headers(task.job.id, body)}
+        now = time.time()
+        headers = {"Content-Type": "application/json", **self.signer.headers(task.job.id, body, now)}
+        if self.standard is not None:
+            headers.update(self.standard.headers(task.job.id, body, now))
         error: str | None = None
         try:
             status = post_json(
@@ -91,9 +97,10 @@ class WebhookDispatcher:
         if error is None:
             self.outbox.webhook_done(task.job.id, delivered=True, error=None, retry_at=None)
             return True
-        retry_at = None
-        if task.attempts < self.settings.webhook_max_attempts:
-            retry_at = time.time() + retry_delay(task.attempts, self.settings.webhook_retry_base_seconds)
+        next_try = time.time() + retry_delay(task.attempts, self.settings.webhook_retry_base_seconds)
+        window_ends = (task.job.finished_at or time.time()) + self.settings.webhook_retry_window_seconds
+        gave_up = task.attempts >= self.settings.webhook_max_attempts or next_try > window_ends
+        retry_at = None if gave_up else next_try
         log.warning("webhook for %s failed (attempt %d): %s", task.job.id, task.attempts, error)
         self.outbox.webhook_done(task.job.id, delivered=False, error=error, retry_at=retry_at)
         return True

@@ -3,8 +3,10 @@
 - `/api/fal/proxy` with `x-fal-target-url` (the JS client's `proxyUrl`, @fal-ai/server-proxy protocol);
 - fal host names (`fal.run`, `queue.fal.run`, `rest.fal.ai`, `v3.fal.media`, `api.fal.ai`) for the
   DNS-override recipe;
-- a trailing slash is ignored instead of redirected (fal's SDK polls `.../status/`);
-- request bodies are capped (413) before any route reads them.
+- a trailing slash is ignored instead of redirected (fal's SDK polls `.../status/`).
+
+Request bodies are capped by FastAPI's `max_body_size` (api/app.py, and the upload routes' own cap): a
+413 for every oversized body, declared or chunked.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pulid_server import failures
 
@@ -29,9 +31,8 @@ PROXY_PATH = "/api/fal/proxy"
 
 
 class FalRoutingMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,11 +54,7 @@ class FalRoutingMiddleware:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         scope = {**scope, "path": path, "raw_path": path.encode()}
-        declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _refuse(send, 413, f"Request body is larger than {self.max_body_bytes} bytes")
-            return
-        await self.app(scope, _capped(receive, self.max_body_bytes), send)
+        await self.app(scope, receive, send)
 
 
 def _rewrite_target(target: str) -> tuple[str, str] | None:
@@ -73,25 +70,6 @@ def _header(scope: Scope, name: bytes) -> str:
         if key == name:
             return str(value.decode("latin-1"))
     return ""
-
-
-def _capped(receive: Receive, limit: int) -> Receive:
-    seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise BodyTooLarge()
-        return message
-
-    return wrapped
-
-
-class BodyTooLarge(Exception):
-    """A chunked body grew past the cap; the app turns it into a 413."""
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:

@@ -148,14 +148,6 @@ def request_errors(errors: Iterable[dict[str, Any]]) -> list[FieldError]:
     return out
 
 
-def field_name(loc: Sequence[str | int]) -> str:
-    """("body", "reference_images", 1, "image_url") -> "reference_images[1].image_url"."""
-    out = ""
-    for part in loc[1:]:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 def _text(value: Any) -> Any:
     """Strings with what UTF-8 cannot hold (lone surrogates) written as escapes; other values as they are."""
     return value.encode("utf-8", "backslashreplace").decode() if isinstance(value, str) else value

@@ -68,7 +68,10 @@ class InputStager:
         loop = asyncio.get_running_loop()
         async with self._per_key[key_id]:
             results = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, self._store_one, loc, url, job_id) for loc, url in images),
+                *(
+                    loop.run_in_executor(self._pool, self._store_one, loc, url, job_id, base)
+                    for loc, url in images
+                ),
                 return_exceptions=True,
             )
         keys = [r for r in results if isinstance(r, str)]
@@ -89,9 +92,9 @@ class InputStager:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _store_one(self, loc: Loc, url: str, job_id: str) -> str | None:
-        """Read, check and store one image: its new key, or None for a file we hold already."""
-        if file_key_of(url) is not None:
+    def _store_one(self, loc: Loc, url: str, job_id: str, base: str) -> str | None:
+        """Read, check and store one image: its new key, or None for a file of ours (a worker reads it)."""
+        if file_key_of(url, (base,)) is not None:
             return None
         settings = self._settings
         try:
@@ -106,8 +109,7 @@ class InputStager:
                 )
             ext, content_type = _EXTENSIONS[check_image(data, max_pixels=settings.max_image_pixels)]
         except (FetchError, DataURIError, ImageDecodeError) as exc:
-            message = f"{failures.field_name(loc)}: {exc}"
-            raise HTTPException(422, [failures.field_error(loc, message, failures.INVALID_IMAGE)]) from exc
+            raise HTTPException(422, [failures.field_error(loc, str(exc), failures.INVALID_IMAGE)]) from exc
         key = f"inputs/{job_id}/{secrets.token_urlsafe(16)}.{ext}"
         self._blobs.put(key, data, content_type)
         return key

@@ -2,8 +2,8 @@
 
 Keys: `uploads/<token>/<name>` (client uploads), `inputs/<request id>/<token>.<ext>` (a request's images,
 stored at submit), `outputs/<request id>/<token>.png` (results), so that a request's files are deleted by
-prefix. The `/files/<key>` URLs of these keys are ours: workers read them from the store directly, whatever
-host the URL names.
+prefix. The `/files/<key>` URLs of these keys are ours: workers read them from the store directly (no HTTP
+request leaves the worker), whatever host the URL names.
 """
 
 from __future__ import annotations
@@ -89,16 +89,19 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
-def file_key_of(url: str) -> str | None:
-    """The key of one of our blobs that `url` names (`.../files/<key>`, any host), else None."""
-    _, sep, key = urlsplit(url).path.partition("/files/")
+def file_key_of(url: str, own_bases: tuple[str, ...] = ()) -> str | None:
+    """The blob key that `url` names, else None (the URL is to be fetched): `.../files/<key>` on any host
+    for a key under our prefixes; any `/files/` URL on one of `own_bases` (this server's own base URLs),
+    so that a missing one is "no such file", not a fetch of our own address."""
+    parts = urlsplit(url)
+    _, sep, key = parts.path.partition("/files/")
     key = unquote(key)
-    if not sep or not key.startswith(OWN_KEY_PREFIXES):
+    if not sep or ".." in key:
         return None
-    try:
-        return validate_key(key)
-    except BlobKeyError:
-        return None
+    if key.startswith(OWN_KEY_PREFIXES):
+        return key
+    own_origins = {(base.scheme, base.netloc) for base in map(urlsplit, own_bases)}
+    return key if (parts.scheme, parts.netloc) in own_origins and parts.path.startswith("/files/") else None
 
 
 def validate_key(key: str) -> str:

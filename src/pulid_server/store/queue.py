@@ -17,7 +17,6 @@ import json
 import math
 import time
 import uuid
-from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import (
@@ -50,12 +49,13 @@ from pulid_server.store.records import (
     JobState,
     LogLine,
     QueueFull,
+    field_names,
 )
 from pulid_server.store.retention import OWN_OUTPUT_LIFETIME
 from pulid_server.store.schema import job_logs, jobs, runner_hints
 
 _PG_SUBMIT_LOCK = 0x70756C6964 + 1  # advisory lock that makes the queue caps exact across API nodes
-_STATE_COLUMNS = [jobs.c[f.name] for f in fields(JobState)]
+_STATE_COLUMNS = [jobs.c[name] for name in field_names(JobState)]
 _CHUNK = 500  # ids per IN (...) list: well under every backend's bound on query parameters
 
 
@@ -182,12 +182,16 @@ class SqlJobQueue:
         ranks: dict[str, int] = {}
         with self._db.read() as conn:
             for i in range(0, len(job_ids), _CHUNK):
-                chunk = job_ids[i : i + _CHUNK]
-                rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.id.in_(chunk))).all()
-                states.extend(JobState.from_row(r) for r in rows)
-                heads = select(job_logs.c.job_id, func.max(job_logs.c.id).label("last"))
-                for r in conn.execute(heads.where(job_logs.c.job_id.in_(chunk)).group_by(job_logs.c.job_id)):
-                    last_log[r.job_id] = r.last
+                rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.id.in_(job_ids[i : i + _CHUNK])))
+                states.extend(JobState(*r) for r in rows)  # the columns are in JobState's field order
+            started = [s.id for s in states if s.status != IN_QUEUE]  # a queued job has no log lines yet
+            for i in range(0, len(started), _CHUNK):
+                heads = (
+                    select(job_logs.c.job_id, func.max(job_logs.c.id))
+                    .where(job_logs.c.job_id.in_(started[i : i + _CHUNK]))
+                    .group_by(job_logs.c.job_id)
+                )
+                last_log.update((job_id, int(last)) for job_id, last in conn.execute(heads))
             queued = [s for s in states if s.status == IN_QUEUE]
             if positions and queued:
                 ranks = _ranks(conn, queued)
@@ -485,28 +489,16 @@ def _virtual_start(conn: Connection, owner_key_id: str, priority: int) -> int:
 
 
 def _ranks(conn: Connection, queued: list[JobState]) -> dict[str, int]:
-    """Queue positions of `queued` jobs: their rank in claim order within their endpoint."""
-    ranked = (
-        select(
-            jobs.c.id,
-            (
-                func.row_number().over(
-                    partition_by=jobs.c.endpoint_id, order_by=(jobs.c.priority, jobs.c.vt, jobs.c.seq)
-                )
-                - 1
-            ).label("position"),
-        )
-        .where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_({s.endpoint_id for s in queued}))
-        .subquery()
-    )
-    out: dict[str, int] = {}
-    ids = [s.id for s in queued]
-    for i in range(0, len(ids), _CHUNK):
-        rows = conn.execute(
-            select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(ids[i : i + _CHUNK]))
-        )
-        out.update({r.id: int(r.position) for r in rows})
-    return out
+    """Queue positions of `queued` jobs: their rank in claim order within their endpoint. One pass over the
+    queued jobs of those endpoints (bounded by max_queue_total), filtered here rather than by IN (...)."""
+    ranked = select(
+        jobs.c.id,
+        func.row_number().over(
+            partition_by=jobs.c.endpoint_id, order_by=(jobs.c.priority, jobs.c.vt, jobs.c.seq)
+        ),
+    ).where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_({s.endpoint_id for s in queued}))
+    wanted = {s.id for s in queued}
+    return {job_id: int(rank) - 1 for job_id, rank in conn.execute(ranked) if job_id in wanted}
 
 
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:

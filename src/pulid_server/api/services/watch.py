@@ -2,10 +2,12 @@
 however many streams there are, and a read at once when a supervised worker announces a finished job.
 
 Why not a read per stream: 2,000 streams each re-reading their job every 100 ms took the event loop's
-whole time (`/health/live` answered in 1.3 s). Here a tick costs one query per 500 followed jobs (their
-state and newest log line id, no input or output) and, at most every `POSITION_SECONDS`, one more for
-the queue positions of the queued ones. A stream wakes only when its job changed, then reads its new log
-lines itself. Streams are capped per key, so no key can hold every connection this process may keep.
+whole time (`/health/live` answered in 1.3 s). Here a tick (every 100 ms, longer when more than 500 jobs
+are followed) costs one query per 500 followed jobs (their state and newest log line id, no input or
+output) in a thread and, at most every `POSITION_SECONDS`, one pass over the queue for the positions of
+the queued ones. A stream wakes only when its job changed, then reads its new log lines itself; when
+the queue moves, the streams it wakes run a batch per turn of the event loop. Streams are capped per
+key, so no key can hold every connection this process may keep.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from pulid_server.store import IN_QUEUE, JobProgress, JobQueue, JobState
@@ -21,7 +23,14 @@ from pulid_server.store import IN_QUEUE, JobProgress, JobQueue, JobState
 log = logging.getLogger("pulid.watch")
 
 TICK_SECONDS = 0.1
-POSITION_SECONDS = 0.5
+ROWS_PER_SECOND = 2000  # with many followed jobs, the tick stretches to read at most this many rows a second
+POSITION_SECONDS = 0.5  # queue positions are read this often, or less: see _position_interval
+# When the queue moves, every stream of a queued job has news at once. Woken together, 2,000 of them
+# would hold every other request back for as long as they all take; so streams woken by a status change
+# run a batch per turn of the event loop, and streams whose only news is a new position are woken
+# evenly over the time until positions are read again, at most this many a second.
+WAKE_BATCH = 50
+POSITION_WAKES_PER_SECOND = 1000
 
 
 class TooManyStreams(Exception):
@@ -66,6 +75,7 @@ class JobWatch:
         self._per_key: Counter[str] = Counter()
         self._poke = asyncio.Event()
         self._newcomers = False  # a job is followed whose queue position has not been read yet
+        self._positions: OrderedDict[str, _Entry] = OrderedDict()  # streams to wake for a new position
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -102,21 +112,19 @@ class JobWatch:
         entry.followers -= 1
         if entry.followers == 0:
             del self._entries[job.id]
+            self._positions.pop(job.id, None)
 
     async def _run(self) -> None:
         positions_at = 0.0
         while True:
             if not self._entries:
                 await self._poke.wait()
-            try:
-                await asyncio.wait_for(self._poke.wait(), self._tick)
-            except TimeoutError:
-                pass
+            await self._pause(max(self._tick, len(self._entries) / ROWS_PER_SECOND))
             self._poke.clear()
             ids = list(self._entries)
             if not ids:
                 continue
-            with_positions = self._newcomers or time.monotonic() - positions_at >= POSITION_SECONDS
+            with_positions = self._newcomers or time.monotonic() - positions_at >= self._position_interval()
             self._newcomers = False
             try:  # in a thread: for many jobs this read takes milliseconds, too long for the event loop
                 rows = await asyncio.to_thread(self._queue.progress, ids, positions=with_positions)
@@ -125,17 +133,51 @@ class JobWatch:
                 continue
             if with_positions:
                 positions_at = time.monotonic()
+            woken = 0
             for row in rows:
-                self._update(row)
+                if self._update(row) and (woken := woken + 1) % WAKE_BATCH == 0:
+                    await asyncio.sleep(0)  # let those streams (and everything else) run first
 
-    def _update(self, row: JobProgress) -> None:
+    def _position_interval(self) -> float:
+        return max(POSITION_SECONDS, len(self._entries) / POSITION_WAKES_PER_SECOND)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` or for a poke, meanwhile waking the streams that have a new position, evenly."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            step = left
+            if self._positions:
+                batch = max(1, round(len(self._positions) * TICK_SECONDS / self._position_interval()))
+                for _ in range(min(batch, len(self._positions))):
+                    entry = self._positions.popitem(last=False)[1]
+                    _wake(entry)
+                step = min(left, TICK_SECONDS)
+            try:
+                await asyncio.wait_for(self._poke.wait(), step)
+                return
+            except TimeoutError:
+                pass
+
+    def _update(self, row: JobProgress) -> bool:
+        """Record a job's progress; True when its streams are woken now (a new position alone wakes them
+        during the next pauses)."""
         entry = self._entries.get(row.state.id)
         if entry is None:
-            return
+            return False
         old = entry.progress
         if row.position is None and row.state.status == IN_QUEUE and old is not None:
             row.position = old.position  # not read this tick: still the last one known
-        if row != old:
-            entry.progress = row
-            entry.changed.set()
-            entry.changed = asyncio.Event()
+        if row == old:
+            return False
+        entry.progress = row
+        if old is not None and row.state == old.state and row.last_log_id == old.last_log_id:
+            self._positions[row.state.id] = entry
+            return False
+        self._positions.pop(row.state.id, None)
+        _wake(entry)
+        return True
+
+
+def _wake(entry: _Entry) -> None:
+    entry.changed.set()
+    entry.changed = asyncio.Event()

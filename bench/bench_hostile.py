@@ -169,14 +169,12 @@ def bench_streams(srv: Pulid, seconds: float) -> None:
     loaded = Probe(srv.url)
     opened, events = asyncio.run(attack())
     after = rss_mib(srv.proc.pid)
-    print(
-        f"1. {opened} status streams open on queued jobs ({STREAM_KEYS} keys), the queue moving each second"
-    )
     report(
-        "streams",
+        f"{opened} status streams",
         idle,
         loaded,
-        f"{events} stream events received; API RSS {before[0]:.0f} -> {after[0]:.0f} MiB (peak {after[1]:.0f} MiB)",
+        f"{opened} streams on queued jobs ({STREAM_KEYS} keys), the queue moving each second; {events} "
+        f"events received; API RSS {before[0]:.0f} -> {after[0]:.0f} MiB (peak {after[1]:.0f} MiB)",
     )
 
 
@@ -216,14 +214,12 @@ def bench_half_open(srv: Pulid, seconds: float, limits: str) -> None:
         return drops
 
     closed, refused = asyncio.run(attack())
-    print(
-        f"2. {HALF_OPEN} half-open connections held, server started with open-files limit {limits} (soft:hard)"
-    )
     report(
-        "half-open",
+        f"{HALF_OPEN} half-open, nofile {limits}",
         idle,
         loaded,
-        f"the server closed {closed} of them (re-opened at once); {refused} connects failed",
+        f"open-files limit {limits} (soft:hard) at start; the server closed {closed} of the client's "
+        f"connections (each re-opened at once), {refused} connects failed",
     )
 
 
@@ -244,11 +240,10 @@ def bench_rejected_inputs(srv: Pulid, submits: int = 40) -> None:
         ]
     after = folder_bytes(srv.data_dir)
     sent = submits * len(junk) / 2**20
-    print(
-        f"3. {submits} submits of a {len(junk) / 2**20:.1f} MB data URI that is not an image ({sent:.0f} MB sent)"
-    )
-    print(
-        f"  answers {sorted(set(codes))}; data folder {before / 2**20:.2f} -> {after / 2**20:.2f} MiB ({after - before:+d} bytes)"
+    NOTES.append(
+        f"- rejected inputs: {submits} submits of a {len(junk) / 2**20:.1f} MB data URI that is not an image "
+        f"({sent:.0f} MB sent), answered {sorted(set(codes))}; the data folder went from {before} to {after} "
+        f"bytes ({after - before:+d})"
     )
 
 

@@ -53,11 +53,12 @@ class Follower:
 
     async def next(self, seen: JobProgress | None, timeout: float) -> JobProgress | None:
         """The job's progress once it differs from `seen` (now, if it already does); None after `timeout`."""
-        while self._entry.progress is seen:  # every change is a new object
-            try:
-                await asyncio.wait_for(self._entry.changed.wait(), timeout)
-            except TimeoutError:
-                return None
+        try:  # asyncio.timeout, not wait_for: no extra task per wait, and thousands of streams wait
+            async with asyncio.timeout(timeout):
+                while self._entry.progress is seen:  # every change is a new object
+                    await self._entry.changed.wait()
+        except TimeoutError:
+            return None
         return self._entry.progress
 
     def close(self) -> None:

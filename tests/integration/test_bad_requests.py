@@ -83,6 +83,7 @@ def test_every_oversized_body_is_413_and_uploads_may_reach_the_file_limit(server
             "/queue/test/echo", content=_chunks(17 << 20), headers={"Content-Type": "application/json"}
         )
         assert chunked.status_code == 413  # no Content-Length: caught while reading
+        assert chunked.json()["error_type"] == "payload_too_large"  # fal's request error, as when declared
         declared = c.post("/queue/test/echo", content=b"{" + b" " * (17 << 20) + b"}")
         assert declared.status_code == 413
         urls = c.post("/rest/storage/upload/initiate", json={"file_name": "big.bin"}).json()

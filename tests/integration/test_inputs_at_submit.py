@@ -48,13 +48,27 @@ def test_inline_images_are_stored_as_files_of_the_request(server: Server) -> Non
 
 def test_rejected_large_inputs_leave_the_data_folder_as_it_was(server: Server) -> None:
     junk = "data:image/png;base64," + base64.b64encode(b"\x89PNG not really" * 500_000).decode()  # 7.5 MB
+    # the model endpoints too: each names its images (Endpoint.image_inputs), checked before a job exists
+    sends: list[tuple[str, dict[str, Any], list[Any]]] = [
+        ("/queue/test/image", {"image_url": junk}, ["body", "image_url"]),
+        (
+            "/queue/fal-ai/pulid",
+            {"prompt": "a", "reference_images": [{"image_url": junk}]},
+            ["body", "reference_images", 0, "image_url"],
+        ),
+        (
+            "/queue/fal-ai/flux-pulid",
+            {"prompt": "a", "reference_image_url": junk},
+            ["body", "reference_image_url"],
+        ),
+    ]
     with server.client() as c:
         c.post("/queue/test/echo", json={}).raise_for_status()  # the database and its WAL exist already
         before = tree_size(server.data_dir)
-        for _ in range(10):
-            r = c.post("/queue/test/image", json={"image_url": junk})
-            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "image_url"]
-    assert tree_size(server.data_dir) - before < 2 << 20  # 75 MB were sent
+        for path, body, loc in sends * 4:
+            r = c.post(path, json=body)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (path, r.text[:300])
+    assert tree_size(server.data_dir) - before < 2 << 20  # 90 MB were sent
 
 
 def test_an_unreachable_image_url_is_422_at_submit(server: Server) -> None:

@@ -95,16 +95,17 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         description="Self-hosted PuLID behind fal's queue API. Authenticate with `Authorization: Key <key_id:secret>`.",
         lifespan=lifespan,
         redirect_slashes=False,
-        max_body_size=settings.max_body_bytes,  # 413 past it, declared or chunked; uploads: max_file_bytes
     )
     app.include_router(build_queue_router(registered))
     app.include_router(build_run_router(registered))
-    app.include_router(build_storage_router(settings.max_file_bytes))
+    app.include_router(build_storage_router())
     app.include_router(payloads.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(web.router)
-    app.add_middleware(FalRoutingMiddleware)
+    app.add_middleware(
+        FalRoutingMiddleware, max_body_bytes=settings.max_body_bytes, max_file_bytes=settings.max_file_bytes
+    )
 
     def notices() -> dict[str, str]:
         # FastAPI calls app.openapi() inline in its async route: one read of the small, indexed workers

@@ -63,7 +63,7 @@ async def record_upload(request: Request, state: AppState, key: str, key_id: str
     await asyncio.to_thread(state.store.retention.record_upload, key, key_id, lifetime)
 
 
-def build_storage_router(max_file_bytes: int) -> APIRouter:
+def build_storage_router() -> APIRouter:
     router = APIRouter(tags=["storage"], route_class=StrictJSONRoute)
     router.add_api_route(
         "/rest/storage/upload/initiate",
@@ -76,7 +76,6 @@ def build_storage_router(max_file_bytes: int) -> APIRouter:
         put_upload,
         methods=["PUT"],
         summary="Upload target of an initiated upload (once)",
-        max_body_size=max_file_bytes,
     )
     router.add_api_route(
         "/rest/storage/auth/token",
@@ -89,7 +88,6 @@ def build_storage_router(max_file_bytes: int) -> APIRouter:
         cdn_upload,
         methods=["POST"],
         summary="Upload a file with a CDN token (Python client)",
-        max_body_size=max_file_bytes,
     )
     router.add_api_route(
         "/files/{key:path}",

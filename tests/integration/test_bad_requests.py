@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -56,6 +57,17 @@ def test_request_ids_with_a_trailing_newline_are_refused_not_dropped(server: Ser
         assert r.status_code == 422
         assert r.json()["detail"][0]["loc"] == ["path", "request_id"]
         assert "x-fal-request-id" not in r.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/v1/models/requests/{}/payloads"), ("PUT", "/rest/requests/delete_io/{}")],
+)
+def test_payload_routes_refuse_ids_with_a_trailing_newline(server: Server, method: str, path: str) -> None:
+    with server.client() as c:
+        r = c.request(method, path.format(f"{uuid.uuid4()}%0A"))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "request_id"]
+    assert "x-fal-request-id" not in r.headers
 
 
 def test_long_idempotency_keys_are_refused_not_cut(server: Server) -> None:

@@ -71,10 +71,14 @@ class Pulid:
 
 @contextmanager
 def pulid_server(
-    workers: int = 1, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[Pulid]:
     """`pulid serve` (1 uvicorn process + `workers` worker processes, SQLite, local files) on a free port.
-    Defaults are the shipped ones; only the bench endpoints are added (and served, unless env overrides)."""
+    Defaults are the shipped ones; only the bench endpoints are added (and served, unless env overrides).
+    `wrapper` runs the server under a command, e.g. ("prlimit", "--nofile=1024:1024")."""
     with tempfile.TemporaryDirectory(prefix="pulid-bench-") as tmp:
         data = Path(tmp)
         full_env = {
@@ -97,6 +101,7 @@ def pulid_server(
         with open(data / "server.log", "ab") as log:
             proc = subprocess.Popen(
                 [
+                    *wrapper,
                     *cli,
                     "serve",
                     "--port",

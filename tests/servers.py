@@ -58,6 +58,10 @@ class Server:
     worker_endpoints: str = ""  # PULID_WORKER_ENDPOINTS (self.env wins); empty: every endpoint
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    wrapper: list[str] = field(
+        default_factory=list
+    )  # runs the server under it, e.g. ["prlimit", "--nofile=256"]
+    new_session: bool = False  # its own process group, for signals to the whole group (Ctrl-C)
     proc: subprocess.Popen[bytes] | None = None
     key: str = ""
 
@@ -88,6 +92,7 @@ class Server:
         with open(self.data_dir / f"server-{self.port}.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [
+                    *self.wrapper,
                     sys.executable,
                     "-m",
                     "pulid_server",
@@ -104,6 +109,7 @@ class Server:
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.new_session,
             )
         self.wait("/health/ready" if wait_ready and self.workers else "/health/live")
         if wait_ready and self.workers:

@@ -141,6 +141,7 @@ def serve(
     import uvicorn
 
     from pulid_server.api.app import create_app
+    from pulid_server.api.http_server import guarded_protocol
 
     settings = make_settings(
         data_dir=data_dir,
@@ -168,6 +169,7 @@ def serve(
         "log_config": log_config,
         "access_log": access_log,
         "timeout_graceful_shutdown": 5,
+        "http": guarded_protocol(settings),  # request deadlines, connection cap (api/http_server.py)
     }
     configs = [
         uvicorn.Config(api, host=host, port=p, lifespan="on" if i == 0 else "off", **options, **common)
@@ -412,8 +414,6 @@ def _open_store(data_dir: Path | None, database_url: str | None) -> tuple[JobSto
     """The job store the server uses (keys, jobs), and a description of it. With neither flag nor env var
     given, the default ./data/pulid.db must already exist: creating a fresh one here would make keys the
     running server never sees (it found its database from its own folder)."""
-    from pulid_server.store import open_job_store
-
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     url = settings.resolved_database_url()
     if data_dir is None and database_url is None and not (settings.data_dir / "pulid.db").exists():
@@ -425,7 +425,7 @@ def _open_store(data_dir: Path | None, database_url: str | None) -> tuple[JobSto
         )
         raise typer.Exit(2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return open_job_store(url), describe_database(url)
+    return settings.job_store(), describe_database(url)
 
 
 def _flags_show_no_type() -> None:

@@ -17,7 +17,7 @@ from pulid_server.policy import SafetyAction, SafetyMode
 
 if TYPE_CHECKING:
     from pulid_server.files import BlobStore
-    from pulid_server.store import RetentionPolicy
+    from pulid_server.store import JobStore, RetentionPolicy
 
 
 GROUPINGS = ("family", "one")  # worker_groups values that are not explicit groups
@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         data_dir: where the SQLite database and local files live (default `./data`).
         database_url: SQLAlchemy URL; empty means `sqlite:///{data_dir}/pulid.db`. Use
             `postgresql://...` to share one queue between many API nodes and workers.
+        durable_writes: an acknowledged submit or result survives a power loss (SQLite
+            `synchronous=FULL`, PostgreSQL `synchronous_commit=on`; store/database.py). Off saves an
+            fsync per write at the risk of losing the last moments of writes on power loss.
         storage: `local` (files under `{data_dir}/files`) or `s3://bucket/prefix`.
         s3_endpoint_url: S3-compatible endpoint (MinIO, R2, moto); empty for AWS.
         s3_presign_seconds: > 0 redirects file downloads to presigned S3 URLs valid this long, so that
@@ -114,6 +117,13 @@ class Settings(BaseSettings):
         max_queue_per_key / max_queue_total: queued jobs allowed before submit answers 429.
         runner_hint_seconds: X-Fal-Runner-Hint: after a worker finished a request with a hint, other
             workers leave requests with that hint to it for this long (0: hints are ignored).
+        max_streams_per_key: status streams one key may hold open on one API process (429 past it).
+
+    HTTP (`pulid serve`; api/http_server.py):
+        http_head_timeout_seconds: a request's line and headers must arrive within this (408 past it).
+        http_body_timeout_seconds: the longest pause allowed inside a request body.
+        max_connections: open connections at most; at the cap the longest-idle one is closed first. 0
+            means what the open-files limit allows (raised to its hard limit at start-up), less a reserve.
 
     Webhooks (fal's policy by default: 15 s per attempt, 10 attempts over about two hours):
         webhook_timeout_seconds: per attempt; webhook_max_attempts: attempts in all;
@@ -123,7 +133,8 @@ class Settings(BaseSettings):
             `webhook-timestamp`, `webhook-signature`), besides fal's Ed25519 signature. Empty: off.
 
     Limits:
-        max_body_bytes, max_file_bytes, max_data_uri_bytes, max_image_pixels: input caps (4xx past them).
+        max_body_bytes: request bodies (413 past it); uploads may be up to max_file_bytes.
+        max_file_bytes, max_data_uri_bytes, max_image_pixels: input caps (4xx past them).
         allow_private_urls: let user URLs reach private/loopback addresses (tests, intranets). Off by default.
     """
 
@@ -131,6 +142,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str = ""
+    durable_writes: bool = True
     storage: str = "local"
     s3_endpoint_url: str = ""
     s3_presign_seconds: int = 0
@@ -165,8 +177,13 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     max_queue_per_key: int = 1000
     max_queue_total: int = 10000
+    max_streams_per_key: int = 100
     poll_seconds: float = 0.05
     runner_hint_seconds: Annotated[float, Field(ge=0)] = 10.0
+
+    http_head_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 30.0
+    max_connections: int = 0
 
     max_body_bytes: int = 16 * 1024 * 1024
     max_file_bytes: int = 20 * 1024 * 1024
@@ -243,6 +260,11 @@ class Settings(BaseSettings):
         if asked is None or not self.retain_files_max:
             return asked
         return min(asked, self.retain_files_max)
+
+    def job_store(self) -> JobStore:
+        from pulid_server.store import open_job_store
+
+        return open_job_store(self.resolved_database_url(), durable=self.durable_writes)
 
     def blob_store(self) -> BlobStore:
         from pulid_server.files import open_blob_store

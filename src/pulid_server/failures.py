@@ -7,7 +7,8 @@ are built here only. Protocol: reference/fal-protocol.md §6.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,7 @@ REQUEST_TIMEOUT = Failure("request_timeout", 504, "Request timed out before it s
 WORKER_CRASHED = Failure("worker_crashed", 503, "The worker died while running this request")
 GPU_OOM = Failure("gpu_oom", 503, "Out of GPU memory")
 INTERNAL_ERROR = Failure("internal_error", 500, "Internal server error")
+STORAGE_FULL = Failure("storage_full", 507, "The server is out of storage space; try again later")
 
 
 def request_error(status: int, message: str) -> Failure:
@@ -77,8 +79,28 @@ def request_error(status: int, message: str) -> Failure:
 
 
 def model_error(exc: BaseException) -> Failure:
-    """Any other exception of a runner: the job fails, the worker goes on."""
-    return Failure("internal_error", 500, f"Model error: {type(exc).__name__}: {exc}")
+    """Any other exception of a runner: the job fails, the worker goes on. An OSError is told by its
+    reason alone: its file name is a path on the server."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return Failure("internal_error", 500, f"Model error: {type(exc).__name__}: {detail}")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether a write failed for lack of space: a full disk or quota (ENOSPC, EDQUOT), SQLite's
+    SQLITE_FULL, PostgreSQL's disk_full (53100). Follows the causes that SQLAlchemy and others wrap."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if (
+            getattr(seen, "sqlite_errorname", None) == "SQLITE_FULL"
+            or getattr(seen, "sqlstate", None) == "53100"
+        ):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return False
 
 
 def user_input(message: str, loc: Sequence[str | int], error_type: str) -> Failure:
@@ -112,6 +134,23 @@ def field_error(loc: Sequence[str | int], msg: str, error_type: str) -> FieldErr
 def validation_errors(exc: ValidationError) -> list[FieldError]:
     """pydantic's errors on a request body as FastAPI's 422 `detail` list."""
     return [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)]
+
+
+def request_errors(errors: Iterable[dict[str, Any]]) -> list[FieldError]:
+    """FastAPI's errors on a request as a 422 `detail` list that always encodes: the caller's input is not
+    echoed (it may be megabytes, or a number JSON cannot write), only where and why it failed."""
+    out = []
+    for e in errors:
+        msg, reason = str(e.get("msg", "")), (e.get("ctx") or {}).get("error")
+        if isinstance(reason, str):  # e.g. json_invalid: "JSON decode error: NaN is not a JSON number"
+            msg = f"{msg}: {reason}"
+        out.append(field_error([_text(p) for p in e.get("loc", ())], _text(msg), str(e.get("type", ""))))
+    return out
+
+
+def _text(value: Any) -> Any:
+    """Strings with what UTF-8 cannot hold (lone surrogates) written as escapes; other values as they are."""
+    return value.encode("utf-8", "backslashreplace").decode() if isinstance(value, str) else value
 
 
 def error_headers(error_type: str | None) -> dict[str, str]:

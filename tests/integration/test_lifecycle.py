@@ -196,7 +196,7 @@ def test_fal_max_queue_length(srv: Server) -> None:
         assert "fal_max_queue_length=2" in full.json()["detail"]
         assert (
             c.post(
-                "/queue/test/image", params={"fal_max_queue_length": 1}, json={"image_url": "x"}
+                "/queue/test/image", params={"fal_max_queue_length": 1}, json={"image_url": png_data_uri()}
             ).status_code
             == 200
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.test_files_and_webhooks import png_bytes
 from tests.servers import Server, wait_completed
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -19,6 +21,9 @@ def scrape(server: Server) -> tuple[Samples, dict[str, str]]:
     families = list(text_string_to_metric_families(r.text))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
     return samples, {f.name: f.type for f in families}
+
+
+FACE = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()  # checked at submit: a real image
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -39,7 +44,7 @@ def test_metrics_follow_the_queue(fresh_server: Server) -> None:
     with server.client() as client:
         for priority in ("normal", "normal", "low"):
             client.post(
-                "/queue/test/image", json={"image_url": "data:,x"}, headers={"X-Fal-Queue-Priority": priority}
+                "/queue/test/image", json={"image_url": FACE}, headers={"X-Fal-Queue-Priority": priority}
             ).raise_for_status()
         submitted = [
             client.post("/queue/test/echo", json={"value": str(i), "steps": 2}).json() for i in range(3)

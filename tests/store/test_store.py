@@ -372,6 +372,7 @@ ADDED_COLUMNS = {
             "prune_until",
         )
     ],
+    5: [("jobs", "vt"), ("upload_grants", "uses_left")],
 }
 
 
@@ -398,7 +399,7 @@ def test_a_v1_database_is_migrated_to_record_presets(store: SqlJobStore, store_u
     assert upgraded.cluster.recent_workers(10)[0].presets == {"fal-ai/pulid": "official"}
     with upgraded.db.engine.begin() as conn:
         version = conn.execute(select(server_values.c.value).where(server_values.c.name == "schema_version"))
-        assert version.scalar() == str(SCHEMA_VERSION) == "4"
+        assert version.scalar() == str(SCHEMA_VERSION) == "5"
     upgraded.close()
 
 
@@ -514,3 +515,99 @@ def test_an_older_database_gains_the_content_policy_columns(
         assert [(f.images_checked, f.images_flagged) for f in done] == [(2, 0)]
     finally:
         upgraded.close()
+
+
+def test_acknowledged_writes_are_durable_unless_the_operator_opts_out(store_url: str) -> None:
+    def setting(durable: bool) -> str:
+        s = SqlJobStore(store_url, durable=durable)
+        try:
+            with s.db.tx() as conn:  # what a submit's transaction runs under
+                if s.db.is_sqlite:
+                    return {0: "off", 1: "normal", 2: "full"}[
+                        conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                    ]
+                return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+        finally:
+            s.close()
+
+    durable, relaxed = ("full", "normal") if store_url.startswith("sqlite") else ("on", "off")
+    assert setting(True) == durable and setting(False) == relaxed
+
+
+def test_submit_takes_the_callers_job_id(store: SqlJobStore) -> None:
+    job = submit(store, job_id="0a1b2c3d-0000-4000-8000-00000000abcd")
+    assert fetch(store, job).id == "0a1b2c3d-0000-4000-8000-00000000abcd"
+
+
+def test_retry_later_requeues_then_fails_after_max_attempts(store: SqlJobStore) -> None:
+    job = submit(store)
+    full = Failure("storage_full", 507, "no space")
+    first = store.queue.claim("w", [ECHO], 30)
+    assert first is not None and not store.queue.retry_later(first, "other", full, max_attempts=2)
+    assert store.queue.retry_later(first, "w", full, max_attempts=2)
+    back = fetch(store, job)
+    assert (back.status, back.attempts, back.worker_id) == (IN_QUEUE, 1, None)
+    assert "requeued (attempt 1 of 2)" in store.queue.logs(job.id)[-1].message
+    second = store.queue.claim("w", [ECHO], 30)
+    assert second is not None and store.queue.retry_later(second, "w", full, max_attempts=2)
+    done = fetch(store, job)
+    assert (done.status, done.error_type, done.error_status) == (COMPLETED, "storage_full", 507)
+
+
+def test_upload_grants_are_counted_and_die_with_their_key(store: SqlJobStore) -> None:
+    key_id = store.keys.authenticate(key := store.keys.create_key())
+    assert key_id is not None
+    put_url = store.uploads.grant_upload(key_id, 60, "uploads/x/a.png", "image/png")
+    assert store.uploads.use_upload_grant(put_url, file=False) is None  # a PUT URL is not a CDN token
+    grant = store.uploads.use_upload_grant(put_url, file=True)
+    assert grant is not None and (grant["owner_key_id"], grant["file_key"]) == (key_id, "uploads/x/a.png")
+    assert (
+        store.uploads.use_upload_grant(put_url, file=True) is None
+    )  # single use: the file can never be replaced
+    store.uploads.refund_upload_grant(put_url)  # ... unless that upload failed
+    assert store.uploads.use_upload_grant(put_url, file=True) is not None
+    token = store.uploads.grant_upload(key_id, 60, uses=3)
+    assert [store.uploads.use_upload_grant(token, file=False) is not None for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    expired = store.uploads.grant_upload(key_id, -1)
+    assert (
+        store.uploads.use_upload_grant(expired, file=False) is None
+        and store.uploads.use_upload_grant("nope", file=False) is None
+    )
+    live = store.uploads.grant_upload(key_id, 60, uses=5)
+    assert store.keys.revoke_key(key_id) and store.keys.authenticate(key) is None
+    assert store.uploads.use_upload_grant(live, file=False) is None
+
+
+def test_webhook_claims_skip_busy_destinations(store: SqlJobStore) -> None:
+    _finish_with_webhook(store)  # http://hook.example/x, delivering now
+    other = submit(store, webhook_url="http://other.example/y?a=1")
+    claimed = store.queue.claim("w", [ECHO], 30)
+    assert claimed is not None and claimed.id == other.id and store.queue.complete(claimed, "w", {})
+    task = store.outbox.claim_webhook(30, skip=["http://hook.example"])
+    assert task is not None and task.job.id == other.id
+    assert store.outbox.claim_webhook(30, skip=["http://hook.example"]) is None
+    assert store.outbox.claim_webhook(30, skip=["http://a%b_c"]) is not None  # prefixes are not patterns
+
+
+def test_a_version_4_database_gets_the_fair_queue_and_counted_grants(
+    store: SqlJobStore, store_url: str
+) -> None:
+    a1, a2, b1 = submit(store, owner="a"), submit(store, owner="a"), submit(store, owner="b")
+    key_id = store.keys.authenticate(store.keys.create_key())
+    assert key_id is not None
+    token = store.uploads.grant_upload(key_id, 60, uses=9)
+    make_old(store, 4)
+    migrated = SqlJobStore(store_url)
+    try:
+        assert migrated.values.server_value("schema_version", lambda: "?") == str(SCHEMA_VERSION)
+        assert drain(migrated) == [a1.id, b1.id, a2.id]  # the old queue now takes turns across keys
+        assert migrated.uploads.use_upload_grant(token, file=False) is not None  # one use left after it
+        assert migrated.uploads.use_upload_grant(token, file=False) is None
+        assert migrated.cluster.queue_depths() == []
+    finally:
+        migrated.close()

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 
 from pulid_server.api.auth import require_key
-from pulid_server.api.queue import id_header
+from pulid_server.api.queue import RequestIdPath, id_header
 from pulid_server.api.state import AppState, app_state
 from pulid_server.store import COMPLETED
 
@@ -38,13 +38,17 @@ async def _delete(state: AppState, request_id: str, key_id: str) -> list[dict[st
     summary="Delete a finished request's payloads and output files",
 )
 async def delete_payloads(
-    request_id: str, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
+    request_id: str = RequestIdPath,
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
 ) -> dict[str, Any]:
     return {"cdn_delete_results": await _delete(state, request_id, key_id)}
 
 
 @router.put("/rest/requests/delete_io/{request_id}", summary="The same, as fal's older delete_io route")
 async def delete_io(
-    request_id: str, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
+    request_id: str = RequestIdPath,
+    key_id: str = Depends(require_key),
+    state: AppState = Depends(app_state),
 ) -> dict[str, Any]:
     return {"CDN_DELETE_RESULTS": await _delete(state, request_id, key_id)}

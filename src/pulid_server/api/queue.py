@@ -3,54 +3,55 @@
 import asyncio
 import json
 import math
-import re
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from pulid_server import failures
 from pulid_server.api.auth import require_key
 from pulid_server.api.platform import platform_options
+from pulid_server.api.services.watch import Follower, TooManyStreams
 from pulid_server.api.state import AppState, app_state
+from pulid_server.api.strict_json import StrictJSONRoute
 from pulid_server.endpoints import Endpoint
 from pulid_server.files import FetchError, validate_url
 from pulid_server.policy import blocked_term
-from pulid_server.store import COMPLETED, IN_QUEUE, PAYLOAD_GONE, PRIORITIES, Job, LogLine, QueueFull
+from pulid_server.store import (
+    COMPLETED,
+    IN_QUEUE,
+    PAYLOAD_GONE,
+    PRIORITIES,
+    Job,
+    JobProgress,
+    JobState,
+    LogLine,
+    QueueFull,
+)
 
 REQUEST_ID_HEADER = "x-fal-request-id"
-STREAM_POLL_SECONDS = 0.1
 KEEPALIVE_SECONDS = 15.0
-# Server-side waits (SSE, sync /run) re-read the store after a pause proportional to the time waited so far,
-# so a result is seen at most ~4 % late (a fixed 100 ms pause added 50 ms on average to a 200 ms job),
-# and long jobs still cost one read per `cap` seconds.
-POLL_FRACTION = 0.04
-MIN_POLL_SECONDS = 0.002
-
-
-def poll_delay(waited: float, cap: float, pushed: bool) -> float:
-    """How long a server-side wait sleeps before re-reading the store. When this node supervises workers
-    (`pushed`), their completions wake the wait at once, so only jobs of remote workers are polled for,
-    every `cap` seconds; re-reading every few ms would cost more CPU than the requests themselves."""
-    return cap if pushed else min(cap, max(MIN_POLL_SECONDS, POLL_FRACTION * waited))
-
-
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"  # \Z-anchored by pydantic's regex engine: no trailing newline
+MAX_IDEMPOTENCY_KEY = 200  # characters; longer keys are refused, never cut (two keys must not collide)
+AppPath = Path(description="The endpoint's owner/alias as in its submit URL, e.g. `fal-ai/pulid`")
+RequestIdPath = Path(pattern=REQUEST_ID_PATTERN, description="The `request_id` the submit returned")
 
 
 def id_header(request_id: str) -> dict[str, str]:
-    """`x-fal-request-id` for a well-formed id only: user text must never reach a response header."""
-    return {REQUEST_ID_HEADER: request_id} if REQUEST_ID_PATTERN.match(request_id) else {}
+    """`x-fal-request-id` for a request id the route has validated (never other user text)."""
+    return {REQUEST_ID_HEADER: request_id}
 
 
 def public_base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def request_urls(base: str, job: Job) -> dict[str, str]:
+def request_urls(base: str, job: JobState) -> dict[str, str]:
     """Status/result/cancel URLs on the owner/alias prefix, built from the caller's own scheme and host."""
     app = "/".join(
         job.endpoint_id.split("/")[:3]
@@ -70,7 +71,7 @@ def log_entry(line: LogLine) -> dict[str, Any]:
     return {"message": line.message, "level": line.level, "source": "USER", "timestamp": ts}
 
 
-def status_body(job: Job, base: str, position: int, logs: list[LogLine] | None) -> dict[str, Any]:
+def status_body(job: JobState, base: str, position: int, logs: list[LogLine] | None) -> dict[str, Any]:
     body: dict[str, Any] = {"status": job.status, "request_id": job.id}
     if job.status == IN_QUEUE:
         body["queue_position"] = position
@@ -119,6 +120,21 @@ def parse_priority(value: str | None) -> int:
     return PRIORITIES[value]
 
 
+def parse_idempotency_key(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_IDEMPOTENCY_KEY:
+        raise HTTPException(
+            422,
+            [
+                failures.field_error(
+                    ("header", "idempotency-key"),
+                    f"must be at most {MAX_IDEMPOTENCY_KEY} characters",
+                    "too_long",
+                )
+            ],
+        )
+    return value or None
+
+
 async def enqueue(
     state: AppState,
     request: Request,
@@ -129,8 +145,9 @@ async def enqueue(
     webhook_url: str | None = None,
     max_queue_length: int | None = None,
 ) -> Job:
-    """Check the prompt (blocklist) and the queue headers, then persist the job (before anyone is answered).
-    `max_queue_length`: fal_max_queue_length, 429 when the endpoint's queue holds that many already."""
+    """Check the prompt (blocklist) and the queue headers, store the request's images (api/inputs.py), then
+    persist the job (before anyone is answered). `max_queue_length`: fal_max_queue_length, 429 when the
+    endpoint's queue holds that many already."""
     if blocked := blocked_term(body, tuple(state.settings.prompt_blocklist)):
         name, term = blocked
         message = f"{name} contains a blocked term ({term!r})"
@@ -146,19 +163,21 @@ async def enqueue(
             ) from exc
     start_timeout = parse_start_timeout(request.headers.get("x-fal-request-timeout"))
     priority = parse_priority(request.headers.get("x-fal-queue-priority"))
-    idempotency_key = request.headers.get("idempotency-key")
+    idempotency_key = parse_idempotency_key(request.headers.get("idempotency-key"))
     platform = platform_options(request.headers, state.settings)
+    job_id = str(uuid.uuid4())
+    staged = await state.inputs.stage(endpoint, body, key_id, job_id, public_base(request))
     try:
-        job, _ = await asyncio.to_thread(
+        job, created = await asyncio.to_thread(
             lambda: state.store.queue.submit(
                 endpoint_id=endpoint.id,
                 owner_key_id=key_id,
-                input_json=body.model_dump_json(),
+                input_json=staged.input_json,
                 base_url=public_base(request),
                 priority=priority,
                 webhook_url=webhook_url,
                 start_timeout=start_timeout,
-                idempotency_key=idempotency_key[:200] if idempotency_key else None,
+                idempotency_key=idempotency_key,
                 max_queue_per_key=state.settings.max_queue_per_key,
                 max_queue_total=state.settings.max_queue_total,
                 max_endpoint_queue=max_queue_length,
@@ -166,17 +185,23 @@ async def enqueue(
                 no_retry=platform.no_retry,
                 store_io=platform.store_io,
                 output_lifetime=platform.output_lifetime,
+                job_id=job_id,
             )
         )
-    except QueueFull as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
+    except BaseException as exc:
+        await state.inputs.discard(staged.keys)  # not queued: its files must not stay behind
+        if isinstance(exc, QueueFull):
+            raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
+        raise
+    if not created:  # an idempotent replay: the first request's own files are the ones it uses
+        await state.inputs.discard(staged.keys)
     if state.supervisor is not None:
         state.supervisor.ring()
     return job
 
 
 def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
-    router = APIRouter(prefix="/queue", tags=["queue"])
+    router = APIRouter(prefix="/queue", tags=["queue"], route_class=StrictJSONRoute)
     for endpoint in endpoints:
         _add_submit_route(router, endpoint)
     router.add_api_route(
@@ -250,70 +275,90 @@ async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
     return job
 
 
-async def _status_payload(state: AppState, job: Job, base: str, with_logs: bool) -> dict[str, Any]:
-    position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
-    logs = await state.read(state.store.queue.logs, job.id) if with_logs and job.status != IN_QUEUE else None
-    return status_body(job, base, position, logs)
+async def _owned_state(state: AppState, request_id: str, key_id: str) -> JobState:
+    job = await state.read(state.store.queue.state, request_id, key_id)
+    if job is None:
+        raise HTTPException(404, "Request not found", headers=id_header(request_id))
+    return job
 
 
 async def get_status(
     request: Request,
-    request_id: str,
+    app: str = AppPath,
+    request_id: str = RequestIdPath,
     logs: str | None = Query(None, description="1|true to include logs"),
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    job = await _owned_job(state, request_id, key_id)
-    body = await _status_payload(state, job, public_base(request), _flag(logs))
+    job = await _owned_state(state, request_id, key_id)
+    with_logs = _flag(logs) and job.status != IN_QUEUE
+    position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
+    lines = await state.read(state.store.queue.logs, job.id) if with_logs else None
+    body = status_body(job, public_base(request), position, lines)
     return JSONResponse(
         body, status_code=200 if job.status == COMPLETED else 202, headers={REQUEST_ID_HEADER: job.id}
     )
 
 
+class _FollowingResponse(StreamingResponse):
+    """A status stream that lets go of its followed job however it ends (even before its first byte)."""
+
+    def __init__(self, content: AsyncIterator[str], follower: Follower, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self._follower = follower
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._follower.close()
+
+
 async def stream_status(
     request: Request,
-    request_id: str,
-    logs: str | None = Query(None),
+    app: str = AppPath,
+    request_id: str = RequestIdPath,
+    logs: str | None = Query(None, description="1|true to include logs"),
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> StreamingResponse:
-    job = await _owned_job(state, request_id, key_id)
-    events = _status_events(state, request, job, _flag(logs))
-    return StreamingResponse(
-        events,
+    job = await _owned_state(state, request_id, key_id)
+    try:
+        follower = state.watch.follow(job)
+    except TooManyStreams as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "5", **id_header(job.id)}) from exc
+    return _FollowingResponse(
+        _status_events(state, public_base(request), job, follower, _flag(logs)),
+        follower,
         media_type="text/event-stream",
         headers={REQUEST_ID_HEADER: job.id, "Cache-Control": "no-store"},
     )
 
 
-async def _status_events(state: AppState, request: Request, job: Job, with_logs: bool) -> AsyncIterator[str]:
+async def _status_events(
+    state: AppState, base: str, job: JobState, follower: Follower, with_logs: bool
+) -> AsyncIterator[str]:
     """One `data:` event per change (new status, queue position or log lines), closed after COMPLETED."""
-    base, last_log_id, last_key, quiet = public_base(request), 0, None, 0.0
-    opened = asyncio.get_running_loop().time()
+    seen: JobProgress | None = None
+    last_key: tuple[str, int] | None = None
+    last_log_id = 0
     while True:
-        position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
-        new_logs = await state.read(state.store.queue.logs, job.id, last_log_id) if with_logs else []
-        key = (job.status, position)
-        if key != last_key or new_logs:
-            last_key, quiet = key, 0.0
+        progress = await follower.next(seen, KEEPALIVE_SECONDS)
+        if progress is None:
+            yield ": keepalive\n\n"
+            continue
+        seen, job = progress, progress.state
+        new_logs: list[LogLine] = []
+        if with_logs and progress.last_log_id > last_log_id:
+            new_logs = await state.read(state.store.queue.logs, job.id, last_log_id)
             last_log_id = new_logs[-1].id if new_logs else last_log_id
-            body = status_body(
-                job, base, position, new_logs if with_logs and job.status != IN_QUEUE else None
-            )
-            yield f"data: {json.dumps(body)}\n\n"
+        key = (job.status, progress.position or 0)
+        if key != last_key or new_logs:
+            last_key = key
+            logs = new_logs if with_logs and job.status != IN_QUEUE else None
+            yield f"data: {json.dumps(status_body(job, base, key[1], logs))}\n\n"
         if job.status == COMPLETED:
             return
-        if quiet >= KEEPALIVE_SECONDS:
-            quiet = 0.0
-            yield ": keepalive\n\n"
-        if await request.is_disconnected():
-            return
-        waited = asyncio.get_running_loop().time() - opened
-        delay = poll_delay(waited, STREAM_POLL_SECONDS, state.supervisor is not None)
-        await state.completions.wait(job.id, delay)
-        quiet += delay
-        latest: Job | None = await state.read(state.store.queue.get, job.id, None)
-        job = latest or job
 
 
 def failure_response(failure: failures.Failure, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -352,7 +397,8 @@ async def deliver_result(state: AppState, job: Job) -> JSONResponse:
 
 
 async def get_result(
-    request_id: str,
+    app: str = AppPath,
+    request_id: str = RequestIdPath,
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:
@@ -360,7 +406,8 @@ async def get_result(
 
 
 async def cancel(
-    request_id: str,
+    app: str = AppPath,
+    request_id: str = RequestIdPath,
     key_id: str = Depends(require_key),
     state: AppState = Depends(app_state),
 ) -> JSONResponse:

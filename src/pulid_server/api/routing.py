@@ -4,7 +4,8 @@
 - fal host names (`fal.run`, `queue.fal.run`, `rest.fal.ai`, `v3.fal.media`, `api.fal.ai`) for the
   DNS-override recipe;
 - a trailing slash is ignored instead of redirected (fal's SDK polls `.../status/`);
-- request bodies are capped (413) before any route reads them.
+- request bodies are capped before any route reads them: a 413 for every oversized body, declared or
+  chunked; uploads may be up to `max_file_bytes`, other bodies `max_body_bytes`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulid_server import failures
@@ -26,12 +28,14 @@ HOST_PREFIXES = {
     "api.fal.ai": "",  # the Platform API: /v1/... paths as they are
 }
 PROXY_PATH = "/api/fal/proxy"
+UPLOAD_PATHS = ("/files/upload/", "/cdn/files/upload")  # api/storage.py: bodies up to max_file_bytes
 
 
 class FalRoutingMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_file_bytes: int):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_file_bytes = max_file_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,11 +57,12 @@ class FalRoutingMiddleware:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         scope = {**scope, "path": path, "raw_path": path.encode()}
+        limit = self.max_file_bytes if path.startswith(UPLOAD_PATHS) else self.max_body_bytes
         declared = _header(scope, b"content-length")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _refuse(send, 413, f"Request body is larger than {self.max_body_bytes} bytes")
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(send, 413, str(BodyTooLarge(limit).detail))
             return
-        await self.app(scope, _capped(receive, self.max_body_bytes), send)
+        await self.app(scope, _capped(receive, limit), send)
 
 
 def _rewrite_target(target: str) -> tuple[str, str] | None:
@@ -84,14 +89,18 @@ def _capped(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise BodyTooLarge()
+                raise BodyTooLarge(limit)
         return message
 
     return wrapped
 
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the cap; the app turns it into a 413."""
+class BodyTooLarge(HTTPException):
+    """A body grew past the cap while a route read it: a 413 (an HTTPException, so that FastAPI's body
+    parsing passes it on instead of answering 400)."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"Request body is larger than {limit} bytes")
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:

@@ -1,4 +1,4 @@
-"""What the routes share: settings, the job store and the blob store (set up by the app's lifespan)."""
+"""What the routes share: settings, the stores and the API-side services (set up by the app's lifespan)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
+from pulid_server.api.inputs import InputStager
 from pulid_server.api.services.completions import CompletionWaiters
 from pulid_server.api.services.pruner import Pruner
 from pulid_server.api.services.signing import WebhookSigner
 from pulid_server.api.services.supervisor import Supervisor
+from pulid_server.api.services.watch import JobWatch
 from pulid_server.config import Settings
 from pulid_server.files import BlobStore
 from pulid_server.store import JobStore
@@ -27,6 +29,8 @@ class AppState:
     blobs: BlobStore
     signer: WebhookSigner
     pruner: Pruner
+    inputs: InputStager
+    watch: JobWatch
     supervisor: Supervisor | None = None
     completions: CompletionWaiters = field(default_factory=CompletionWaiters)
 

@@ -5,6 +5,10 @@
 - Python: `POST /rest/storage/auth/token` -> a short-lived CDN token; `POST /cdn/files/upload` with
   `Authorization: Bearer <token>` -> {access_url}.
 - `GET /files/{key}`: stored files (uploads and outputs) by their unguessable URL.
+
+An upload URL works once (a stored file is never replaced: it is served as immutable); a CDN token for
+`CDN_TOKEN_UPLOADS` files. Both stop working when their key is revoked. Upload routes take bodies up to
+`max_file_bytes` (the other routes, `max_body_bytes`).
 """
 
 import asyncio
@@ -22,10 +26,13 @@ from pulid_server.api.auth import require_key
 from pulid_server.api.platform import parse_lifecycle
 from pulid_server.api.queue import failure_response, public_base
 from pulid_server.api.state import AppState, app_state
+from pulid_server.api.strict_json import StrictJSONRoute
+from pulid_server.files import BlobKeyError
 from pulid_server.store import OUTPUTS_GONE, PAYLOAD_GONE
 
-router = APIRouter(tags=["storage"])
 UPLOAD_TTL_SECONDS = 3600.0
+# fal-client keeps one token until it expires and, once it is spent, uploads through initiate + PUT.
+CDN_TOKEN_UPLOADS = 100
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 
@@ -56,7 +63,42 @@ async def record_upload(request: Request, state: AppState, key: str, key_id: str
     await asyncio.to_thread(state.store.retention.record_upload, key, key_id, lifetime)
 
 
-@router.post("/rest/storage/upload/initiate", summary="Start an upload (returns a PUT URL and the file URL)")
+def build_storage_router() -> APIRouter:
+    router = APIRouter(tags=["storage"], route_class=StrictJSONRoute)
+    router.add_api_route(
+        "/rest/storage/upload/initiate",
+        initiate_upload,
+        methods=["POST"],
+        summary="Start an upload (returns a single-use PUT URL and the file URL)",
+    )
+    router.add_api_route(
+        "/files/upload/{token}",
+        put_upload,
+        methods=["PUT"],
+        summary="Upload target of an initiated upload (once)",
+    )
+    router.add_api_route(
+        "/rest/storage/auth/token",
+        cdn_token,
+        methods=["POST"],
+        summary="Short-lived token for CDN uploads (Python client)",
+    )
+    router.add_api_route(
+        "/cdn/files/upload",
+        cdn_upload,
+        methods=["POST"],
+        summary="Upload a file with a CDN token (Python client)",
+    )
+    router.add_api_route(
+        "/files/{key:path}",
+        download,
+        methods=["GET"],
+        summary="Download a stored file",
+        response_class=Response,
+    )
+    return router
+
+
 async def initiate_upload(
     request: Request,
     body: InitiateUpload,
@@ -72,32 +114,34 @@ async def initiate_upload(
     return {"upload_url": f"{base}/files/upload/{token}", "file_url": f"{base}/files/{key}"}
 
 
-async def _read_capped(request: Request, state: AppState) -> bytes:
-    limit = state.settings.max_file_bytes
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise HTTPException(413, f"File is larger than {limit} bytes")
-    return bytes(data)
+async def _store_upload(
+    state: AppState, request: Request, key: str, content_type: str, token: str | None
+) -> None:
+    """Store the body under `key`; the use of the grant `token` taken for it is given back if that fails."""
+    try:
+        data = await request.body()
+        await asyncio.to_thread(state.blobs.put, key, data, content_type)
+    except BaseException:
+        if token is not None:
+            await asyncio.to_thread(state.store.uploads.refund_upload_grant, token)
+        raise
 
 
-@router.put("/files/upload/{token}", summary="Upload target of an initiated upload")
 async def put_upload(token: str, request: Request, state: AppState = Depends(app_state)) -> dict[str, str]:
-    grant = await asyncio.to_thread(state.store.uploads.check_upload_grant, token)
-    if grant is None or grant["file_key"] is None:
-        raise HTTPException(404, "Unknown or expired upload URL")
-    data = await _read_capped(request, state)
+    grant = await asyncio.to_thread(state.store.uploads.use_upload_grant, token, file=True)
+    if grant is None:
+        raise HTTPException(404, "Unknown, used or expired upload URL")
     content_type = request.headers.get("content-type") or grant["content_type"] or "application/octet-stream"
-    await asyncio.to_thread(state.blobs.put, grant["file_key"], data, content_type)
+    await _store_upload(state, request, grant["file_key"], content_type, token)
     return {"status": "ok"}
 
 
-@router.post("/rest/storage/auth/token", summary="Short-lived token for CDN uploads (Python client)")
 async def cdn_token(
     request: Request, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
 ) -> dict[str, str]:
-    token = await asyncio.to_thread(state.store.uploads.grant_upload, key_id, UPLOAD_TTL_SECONDS)
+    token = await asyncio.to_thread(
+        state.store.uploads.grant_upload, key_id, UPLOAD_TTL_SECONDS, None, None, CDN_TOKEN_UPLOADS
+    )
     expires = datetime.now(UTC) + timedelta(seconds=UPLOAD_TTL_SECONDS)
     return {
         "token": token,
@@ -107,17 +151,17 @@ async def cdn_token(
     }
 
 
-@router.post("/cdn/files/upload", summary="Upload a file with a CDN token (Python client)")
 async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> JSONResponse:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    grant = await asyncio.to_thread(state.store.uploads.check_upload_grant, token.strip()) if token else None
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    grant = (
+        await asyncio.to_thread(state.store.uploads.use_upload_grant, token, file=False) if token else None
+    )
     # an API key works too, for clients that skip the token step
     owner = grant["owner_key_id"] if grant is not None else await require_key(request, state)
-    data = await _read_capped(request, state)
     content_type = request.headers.get("content-type") or "application/octet-stream"
     key = new_upload_key(request.headers.get("x-fal-file-name"), content_type)
     await record_upload(request, state, key, owner)
-    await asyncio.to_thread(state.blobs.put, key, data, content_type)
+    await _store_upload(state, request, key, content_type, token if grant else None)
     return JSONResponse({"access_url": f"{public_base(request)}/files/{key}"})
 
 
@@ -131,14 +175,16 @@ def expired_file(state: AppState, key: str) -> bool:
     return bits is not None and bool(bits & (OUTPUTS_GONE if folder == "outputs" else PAYLOAD_GONE))
 
 
-@router.get("/files/{key:path}", summary="Download a stored file", response_class=Response)
 async def download(key: str, state: AppState = Depends(app_state)) -> Response:
     if not key.startswith(("uploads/", "outputs/", "inputs/")):
         raise HTTPException(404, "File not found")
-    url = await asyncio.to_thread(state.blobs.download_url, key)
+    try:
+        url = await asyncio.to_thread(state.blobs.download_url, key)
+        blob = None if url else await asyncio.to_thread(state.blobs.get, key)
+    except BlobKeyError:  # not a key we could have made: no such file
+        raise HTTPException(404, "File not found") from None
     if url:
         return RedirectResponse(url, status_code=307)
-    blob = await asyncio.to_thread(state.blobs.get, key)
     if blob is None:
         if await state.read(expired_file, state, key):
             return failure_response(failures.FILE_EXPIRED)

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from pulid_server.config import Settings
 
 
+Loc = tuple[str | int, ...]  # where a field is, e.g. ("body", "reference_images", 0, "image_url")
+
+
+def no_images(_inputs: Any) -> list[tuple[Loc, str]]:
+    return []
+
+
 class JobCancelled(Exception):
     """Raised inside a runner (by `JobContext.progress`) when the user cancelled the request."""
 
@@ -102,3 +109,7 @@ class Endpoint:
     load_runner: Callable[[Settings], Runner]  # called once in the worker process
     title: str = ""
     family: str = ""  # the model family it loads (pulid_server.model.FAMILIES), "" for none
+    # The images a request names, with where each one is: the API fetches (or decodes) each at submit,
+    # checks that it is an image and stores it under inputs/<request id>/, so a bad one is a 422 at once
+    # and a worker reads only local files (a slow URL never holds a GPU).
+    image_inputs: Callable[[Any], list[tuple[Loc, str]]] = no_images

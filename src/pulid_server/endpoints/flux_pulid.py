@@ -185,5 +185,6 @@ ENDPOINT = register(
         load_runner=load_runner,
         title="PuLID-FLUX: identity-preserving generation (FLUX.1-dev, 20 steps)",
         family="flux",
+        image_inputs=lambda inputs: [(REFERENCE_LOC, inputs.reference_image_url)],
     )
 )

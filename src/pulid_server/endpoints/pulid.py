@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pulid_server import failures
 from pulid_server.endpoints import register
-from pulid_server.endpoints.base import Endpoint, JobContext, UserInputError
+from pulid_server.endpoints.base import Endpoint, JobContext, Loc, UserInputError
 from pulid_server.endpoints.common import (
     MAX_IMAGE_URL,
     MAX_SEED,
@@ -82,6 +82,13 @@ class PulidOutput(BaseModel):
     seed: int = Field(..., description="The seed used to generate the images")
 
 
+def reference_images(inputs: PulidInput) -> list[tuple[Loc, str]]:
+    return [
+        (("body", "reference_images", i, "image_url"), r.image_url)
+        for i, r in enumerate(inputs.reference_images)
+    ]
+
+
 def load_runner(settings: Settings) -> Any:
     """Load the PuLID pipeline once (in the worker process) and return the per-job runner."""
     from pulid_server.model import NoFaceError, get_family
@@ -134,5 +141,6 @@ ENDPOINT = register(
         load_runner=load_runner,
         title="PuLID: identity-preserving generation (SDXL-Lightning, 4 steps)",
         family="sdxl",
+        image_inputs=reference_images,
     )
 )

@@ -9,11 +9,12 @@ from pulid_server.files.blobs import (
     LocalBlobStore,
     S3BlobStore,
     delete_prefix,
+    file_key_of,
     open_blob_store,
 )
 from pulid_server.files.datauri import DataURIError, decode_data_uri
 from pulid_server.files.fetch import FetchError, fetch_bytes, post_json, validate_url
-from pulid_server.files.images import ImageDecodeError, encode_png, open_image
+from pulid_server.files.images import ImageDecodeError, check_image, encode_png, open_image
 
 __all__ = [
     "Blob",
@@ -25,10 +26,12 @@ __all__ = [
     "ImageDecodeError",
     "LocalBlobStore",
     "S3BlobStore",
+    "check_image",
     "decode_data_uri",
     "delete_prefix",
     "encode_png",
     "fetch_bytes",
+    "file_key_of",
     "open_blob_store",
     "open_image",
     "post_json",

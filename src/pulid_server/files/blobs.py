@@ -1,7 +1,9 @@
-"""Blob storage for uploads and outputs: a local folder (default) or an S3-compatible bucket.
+"""Blob storage for uploads, request inputs and outputs: a local folder (default) or an S3-compatible bucket.
 
-Keys: `uploads/<token>/<name>` (client uploads), `outputs/<request id>/<token>.png` (results), and
-`inputs/<request id>/...` (a request's own input files), so that a request's files are deleted by prefix.
+Keys: `uploads/<token>/<name>` (client uploads), `inputs/<request id>/<token>.<ext>` (a request's images,
+stored at submit), `outputs/<request id>/<token>.png` (results), so that a request's files are deleted by
+prefix. The `/files/<key>` URLs of these keys are ours: workers read them from the store directly (no HTTP
+request leaves the worker), whatever host the URL names.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "Blob",
@@ -23,6 +25,7 @@ __all__ = [
     "LocalBlobStore",
     "S3BlobStore",
     "delete_prefix",
+    "file_key_of",
     "open_blob_store",
     "validate_key",
 ]
@@ -33,6 +36,7 @@ _MAX_KEY_LENGTH = 512
 # "~" cannot occur in a key, so the content-type file can never collide with another blob.
 _TYPE_SUFFIX = "~content-type"
 _DEFAULT_TYPE = "application/octet-stream"
+OWN_KEY_PREFIXES = ("uploads/", "outputs/", "inputs/")
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,21 @@ def _check_prefix(prefix: str) -> str:
     if prefix and not (prefix.endswith("/") and validate_key(prefix.rstrip("/"))):
         raise BlobKeyError(f"invalid blob prefix {prefix[:80]!r}: a folder ending with '/', or ''")
     return prefix
+
+
+def file_key_of(url: str, own_bases: tuple[str, ...] = ()) -> str | None:
+    """The blob key that `url` names, else None (the URL is to be fetched): `.../files/<key>` on any host
+    for a key under our prefixes; any `/files/` URL on one of `own_bases` (this server's own base URLs),
+    so that a missing one is "no such file", not a fetch of our own address."""
+    parts = urlsplit(url)
+    _, sep, key = parts.path.partition("/files/")
+    key = unquote(key)
+    if not sep or ".." in key:
+        return None
+    if key.startswith(OWN_KEY_PREFIXES):
+        return key
+    own_origins = {(base.scheme, base.netloc) for base in map(urlsplit, own_bases)}
+    return key if (parts.scheme, parts.netloc) in own_origins and parts.path.startswith("/files/") else None
 
 
 def validate_key(key: str) -> str:

@@ -7,7 +7,7 @@ import struct
 
 from PIL import Image, ImageOps
 
-__all__ = ["ImageDecodeError", "encode_png", "open_image"]
+__all__ = ["ImageDecodeError", "check_image", "encode_png", "open_image"]
 
 # Only these decoders ever see user bytes: every other Pillow plugin is attack surface we do not need
 # (the FITS/GZIP bomb CVE-2026-40192 was in a format nobody uploads on purpose).
@@ -26,21 +26,33 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     The pixel count is read from the header and checked before any pixel data is decoded, so a
     decompression bomb costs a header parse, never a memory spike. Transparency is flattened onto white.
     """
-    fmt, (width, height) = _probe(data)
-    if width * height > max_pixels:
-        raise ImageDecodeError(f"image is {width}x{height} pixels, the limit is {max_pixels}")
+    fmt = check_image(data, max_pixels=max_pixels)
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
-            image.verify()  # checks what the format allows (PNG CRCs) without decoding; leaves it unusable
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)
             return _to_rgb(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # Only reachable when max_pixels is above Pillow's own cap (89 MP warns, 179 MP raises).
+        raise ImageDecodeError(f"image is too many pixels to decode (limit {max_pixels})") from e
+    except _DECODE_ERRORS as e:
+        raise ImageDecodeError(f"{fmt} image is truncated or corrupt") from e
+
+
+def check_image(data: bytes, *, max_pixels: int) -> str:
+    """Check that `data` is a JPEG, PNG or WEBP image of at most `max_pixels`, without decoding its
+    pixels (header, then the checks the format allows, e.g. PNG CRCs): its format, "JPEG", "PNG" or "WEBP"."""
+    fmt, (width, height) = _probe(data)
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"image is {width}x{height} pixels, the limit is {max_pixels}")
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+            image.verify()  # leaves the image unusable: decoding opens it again
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"image is {width}x{height} pixels, too many to decode") from e
     except _DECODE_ERRORS as e:
         raise ImageDecodeError(f"{fmt} image is truncated or corrupt") from e
+    return fmt
 
 
 def encode_png(image: Image.Image) -> bytes:

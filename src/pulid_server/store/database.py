@@ -2,6 +2,12 @@
 
 SQLite (WAL): writers open with `BEGIN IMMEDIATE`, readers with a deferred `BEGIN`, on two pools, so that
 status polls never queue for the write lock. PostgreSQL: one pool for both.
+
+Durability is decided here and nowhere else: with `durable` (the default, `Settings.durable_writes`) a
+commit returns only once it is on disk, so an acknowledged submit or result survives a power loss
+(SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`). Without it, a power loss may drop the
+last moments of commits (never corrupting the database): SQLite `synchronous=NORMAL`, PostgreSQL
+`synchronous_commit=off`.
 """
 
 from __future__ import annotations
@@ -12,19 +18,32 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, select
 
+from pulid_server.failures import is_storage_full
+from pulid_server.store.records import StorageFull
+
+# A burst of large writes grows SQLite's write-ahead log; past a checkpoint it is cut back to this size
+# instead of keeping its peak size on disk for good.
+WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, durable: bool = True):
         self.url = url
-        self.engine = _engine(url)
+        self.durable = durable
+        self.engine = _engine(url, durable=durable)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self.read_engine = _engine(url, writer=False) if self.is_sqlite else self.engine
+        self.read_engine = _engine(url, durable=durable, writer=False) if self.is_sqlite else self.engine
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        """A write transaction (committed on exit)."""
-        with self.engine.begin() as conn:
-            yield conn
+        """A write transaction (committed on exit). StorageFull when the disk has no room for it."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if is_storage_full(exc):
+                raise StorageFull("the database has no space left for this write") from exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -42,13 +61,18 @@ class Database:
         self.read_engine.dispose()
 
 
-def _engine(url: str, *, writer: bool = True) -> Engine:
+def _engine(url: str, *, durable: bool, writer: bool = True) -> Engine:
     """A pooled engine. On SQLite, `writer` engines open every transaction with BEGIN IMMEDIATE and
     reader engines with a plain (deferred) BEGIN, so that status polls never queue for the write lock."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # Per session, whatever the server's default: the operator's choice travels with the nodes.
+        commit = "on" if durable else "off"
+        connect_args = {} if "options=" in url else {"options": f"-c synchronous_commit={commit}"}
+        return create_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+        )
     # Worker processes are spawned (never forked), so pooled connections are never shared across processes.
     engine = create_engine(
         url, pool_size=8, max_overflow=32, connect_args={"check_same_thread": False, "timeout": 30}
@@ -59,7 +83,8 @@ def _engine(url: str, *, writer: bool = True) -> Engine:
         dbapi_conn.isolation_level = None  # let SQLAlchemy emit BEGIN itself (below)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 

@@ -43,11 +43,28 @@ def _v4_platform_headers_and_retention(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE jobs ADD COLUMN retention SMALLINT NOT NULL DEFAULT 0"))
 
 
+def _v5_fair_queue_and_counted_grants(conn: Connection) -> None:
+    """jobs.vt (fair queuing across keys) and upload_grants.uses_left (single-use PUT URLs, bounded tokens)."""
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN vt BIGINT NOT NULL DEFAULT 0"))
+    # Queued jobs keep their order within each key and take turns across keys: vt = rank within the key.
+    conn.execute(
+        text(
+            "UPDATE jobs SET vt = (SELECT count(*) FROM jobs AS ahead WHERE ahead.status = 'IN_QUEUE'"
+            " AND ahead.owner_key_id = jobs.owner_key_id AND ahead.priority = jobs.priority"
+            " AND ahead.seq < jobs.seq) WHERE status = 'IN_QUEUE'"
+        )
+    )
+    conn.execute(text("DROP INDEX IF EXISTS ix_jobs_queue"))  # replaced by ix_jobs_fair
+    # Grants issued before the upgrade (at most an hour old) allow one more upload each.
+    conn.execute(text("ALTER TABLE upload_grants ADD COLUMN uses_left INTEGER NOT NULL DEFAULT 1"))
+
+
 # version -> the step that brings a database from version - 1 to it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_worker_presets,
     3: _v3_content_policy,
     4: _v4_platform_headers_and_retention,
+    5: _v5_fair_queue_and_counted_grants,
 }
 
 

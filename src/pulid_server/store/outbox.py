@@ -7,6 +7,7 @@ terminal webhook exists per job; any API node delivers it, holding a lease on th
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
@@ -27,12 +28,13 @@ class SqlWebhookOutbox:
     def __init__(self, db: Database):
         self._db = db
 
-    def claim_webhook(self, lease_seconds: float) -> WebhookTask | None:
+    def claim_webhook(self, lease_seconds: float, skip: Collection[str] = ()) -> WebhookTask | None:
         now = time.time()
         due_now = (
             webhooks.c.state == "pending",
             webhooks.c.next_attempt_at <= now,
             or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < now),
+            *(~webhooks.c.url.startswith(prefix, autoescape=True) for prefix in skip),
         )
         with self._db.read() as conn:  # the idle poll must not take SQLite's write lock (it stalls workers)
             if conn.execute(select(webhooks.c.job_id).where(*due_now).limit(1)).first() is None:

@@ -8,7 +8,7 @@ when `JobStore.inline_reads` says they never wait.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Protocol
 
 from pulid_server.failures import Failure
@@ -17,6 +17,8 @@ from pulid_server.store.records import (
     Expired,
     FinishedJob,
     Job,
+    JobProgress,
+    JobState,
     LogLine,
     QueueDepth,
     RetentionPolicy,
@@ -77,21 +79,33 @@ class JobQueue(Protocol):
         no_retry: bool = False,
         store_io: bool = True,
         output_lifetime: float | None = None,
+        job_id: str | None = None,
     ) -> tuple[Job, bool]:
         """Persist a new IN_QUEUE job: (job, created). An idempotent replay returns (the first job, False).
         Raises QueueFull past a cap (exact across API nodes), or when `max_endpoint_queue` jobs of its
         endpoint are queued already (fal_max_queue_length). fal's platform headers: `runner_hint` (see
         `claim`), `no_retry` (a lost worker fails it instead of requeueing it), `store_io` False (its
         payload is deleted once delivered: `Retention.result_delivered`), `output_lifetime` (seconds its
-        output files are kept, math.inf: forever; None: the node's retention)."""
+        output files are kept, math.inf: forever; None: the node's retention). `job_id`: the id to give
+        it (the caller may have stored files under it already); a new UUID when None. Its place in the
+        queue is fair across keys (see `claim`)."""
         ...
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
         """The job, or None when it does not exist or belongs to another key."""
         ...
 
-    def queue_position(self, job: Job) -> int:
-        """Queued jobs of its endpoint that will be claimed before it."""
+    def state(self, job_id: str, owner_key_id: str | None = None) -> JobState | None:
+        """Like `get`, but only the small columns a status answer needs."""
+        ...
+
+    def queue_position(self, job: JobState) -> int:
+        """Queued jobs of its endpoint that will be claimed before it (in `claim`'s order)."""
+        ...
+
+    def progress(self, job_ids: list[str], *, positions: bool = True) -> list[JobProgress]:
+        """For status streams: state, queue position (when `positions`) and newest log line id of each
+        existing job among `job_ids`, in one read."""
         ...
 
     def logs(self, job_id: str, after_id: int = 0) -> list[LogLine]:
@@ -109,8 +123,9 @@ class JobQueue(Protocol):
     def claim(
         self, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float = 0.0
     ) -> Job | None:
-        """Take the next queued job (priority, then FIFO) with a lease; never the same job twice. A job
-        whose runner hint another worker used within `hint_seconds` is left to that worker."""
+        """Take the next queued job with a lease; never the same job twice. Order: priority, then turns
+        across keys (each key's jobs FIFO, keys taking turns), so that no key can hold the whole queue. A
+        job whose runner hint another worker used within `hint_seconds` is left to that worker."""
         ...
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
@@ -119,6 +134,11 @@ class JobQueue(Protocol):
 
     def release(self, job: Job, worker_id: str) -> None:
         """Give a running job back to the queue (graceful shutdown) without counting the attempt."""
+        ...
+
+    def retry_later(self, job: Job, worker_id: str, failure: Failure, max_attempts: int) -> bool:
+        """Give a job we hold back to the queue, its attempt counted (e.g. its outputs could not be stored);
+        once it has had `max_attempts`, complete it with `failure` instead. False if it was not ours."""
         ...
 
     def log(self, job_id: str, message: str, level: str = "INFO") -> None: ...
@@ -151,8 +171,9 @@ class JobQueue(Protocol):
 class WebhookOutbox(Protocol):
     """One row per completed job that has a webhook URL, delivered by any API node under a lease."""
 
-    def claim_webhook(self, lease_seconds: float) -> WebhookTask | None:
-        """The next due delivery, leased to the caller; None when nothing is due."""
+    def claim_webhook(self, lease_seconds: float, skip: Collection[str] = ()) -> WebhookTask | None:
+        """The next due delivery, leased to the caller; None when nothing is due. `skip`: URL prefixes
+        (destinations the caller is busy with) whose rows are left for later."""
         ...
 
     def webhook_done(
@@ -167,16 +188,27 @@ class WebhookOutbox(Protocol):
 
 
 class UploadGrants(Protocol):
-    """Short-lived upload capabilities: a PUT URL for one file, or a CDN token."""
+    """Short-lived upload capabilities: a single-use PUT URL for one file, or a CDN token for a few."""
 
     def grant_upload(
-        self, owner_key_id: str, ttl: float, file_key: str | None = None, content_type: str | None = None
+        self,
+        owner_key_id: str,
+        ttl: float,
+        file_key: str | None = None,
+        content_type: str | None = None,
+        uses: int = 1,
     ) -> str:
-        """A new token valid for `ttl` seconds (only its hash is kept)."""
+        """A new token good for `uses` uploads within `ttl` seconds (only its hash is kept)."""
         ...
 
-    def check_upload_grant(self, token: str) -> dict[str, Any] | None:
-        """The unexpired grant (`owner_key_id`, `file_key`, `content_type`, `expires_at`), or None."""
+    def use_upload_grant(self, token: str, *, file: bool) -> dict[str, Any] | None:
+        """Take one use of an unexpired grant, a PUT URL's (`file`) or a CDN token's, whose key is not
+        revoked: its `owner_key_id`, `file_key`, `content_type` and `expires_at`; None when there is no
+        such grant or no use left."""
+        ...
+
+    def refund_upload_grant(self, token: str) -> None:
+        """Give back the use taken for an upload that failed."""
         ...
 
 

@@ -3,6 +3,12 @@ cancel, complete (writing the outbox row in the same transaction), reap expired 
 
 SQLite serializes writers (`BEGIN IMMEDIATE`); PostgreSQL claims with `FOR UPDATE SKIP LOCKED` and takes
 an advisory lock around submits so that the queue caps stay exact across API nodes.
+
+Fair across keys: within a priority, jobs are claimed by their virtual start time `vt`, then `seq`
+(start-time fair queuing, one unit of work per job). A submit sets `vt` to one turn after the key's last
+queued job, but never earlier than the queue's current turn, so keys take turns: a key with a thousand
+queued jobs holds one place per round, and a newcomer waits for at most one job of each other key.
+Queue positions count the same order (priority, vt, seq), so they always match what claims do.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    and_,
     exists,
     func,
     insert,
@@ -24,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,11 +40,23 @@ from pulid_server.failures import Failure
 from pulid_server.store import outbox
 from pulid_server.store.cluster import touch_worker
 from pulid_server.store.database import Database
-from pulid_server.store.records import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, LogLine, QueueFull
+from pulid_server.store.records import (
+    COMPLETED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    Job,
+    JobProgress,
+    JobState,
+    LogLine,
+    QueueFull,
+    field_names,
+)
 from pulid_server.store.retention import OWN_OUTPUT_LIFETIME
 from pulid_server.store.schema import job_logs, jobs, runner_hints
 
 _PG_SUBMIT_LOCK = 0x70756C6964 + 1  # advisory lock that makes the queue caps exact across API nodes
+_STATE_COLUMNS = [jobs.c[name] for name in field_names(JobState)]
+_CHUNK = 500  # ids per IN (...) list: well under every backend's bound on query parameters
 
 
 class SqlJobQueue:
@@ -65,6 +83,7 @@ class SqlJobQueue:
         no_retry: bool = False,
         store_io: bool = True,
         output_lifetime: float | None = None,
+        job_id: str | None = None,
     ) -> tuple[Job, bool]:
         if idempotency_key:
             existing = self._find_idempotent(owner_key_id, idempotency_key)
@@ -72,7 +91,7 @@ class SqlJobQueue:
                 return existing, False
         now = time.time()
         values = dict(
-            id=str(uuid.uuid4()),
+            id=job_id or str(uuid.uuid4()),
             endpoint_id=endpoint_id,
             owner_key_id=owner_key_id,
             status=IN_QUEUE,
@@ -110,6 +129,7 @@ class SqlJobQueue:
                         raise QueueFull(
                             f"the queue of {endpoint_id} is longer than fal_max_queue_length={max_endpoint_queue}"
                         )
+                values["vt"] = _virtual_start(conn, owner_key_id, priority)
                 row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).one()
         except IntegrityError:
             # Two submits raced with the same Idempotency-Key: the other one won.
@@ -134,21 +154,51 @@ class SqlJobQueue:
             row = conn.execute(query).first()
         return Job.from_row(row) if row else None
 
-    def queue_position(self, job: Job) -> int:
+    def state(self, job_id: str, owner_key_id: str | None = None) -> JobState | None:
+        query = select(*_STATE_COLUMNS).where(jobs.c.id == job_id)
+        if owner_key_id is not None:
+            query = query.where(jobs.c.owner_key_id == owner_key_id)
+        with self._db.read() as conn:
+            row = conn.execute(query).first()
+        return JobState.from_row(row) if row else None
+
+    def queue_position(self, job: JobState) -> int:
         ahead = (
             select(func.count())
             .select_from(jobs)
             .where(
                 jobs.c.status == IN_QUEUE,
                 jobs.c.endpoint_id == job.endpoint_id,
-                or_(
-                    jobs.c.priority < job.priority,
-                    and_(jobs.c.priority == job.priority, jobs.c.seq < job.seq),
-                ),
+                tuple_(jobs.c.priority, jobs.c.vt, jobs.c.seq) < tuple_(job.priority, job.vt, job.seq),
             )
         )
         with self._db.read() as conn:
             return int(conn.execute(ahead).scalar_one())
+
+    def progress(self, job_ids: list[str], *, positions: bool = True) -> list[JobProgress]:
+        """State, queue position and newest log line of many jobs, in one read transaction."""
+        states: list[JobState] = []
+        last_log: dict[str, int] = {}
+        ranks: dict[str, int] = {}
+        with self._db.read() as conn:
+            for i in range(0, len(job_ids), _CHUNK):
+                rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.id.in_(job_ids[i : i + _CHUNK])))
+                states.extend(JobState(*r) for r in rows)  # the columns are in JobState's field order
+            started = [s.id for s in states if s.status != IN_QUEUE]  # a queued job has no log lines yet
+            for i in range(0, len(started), _CHUNK):
+                heads = (
+                    select(job_logs.c.job_id, func.max(job_logs.c.id))
+                    .where(job_logs.c.job_id.in_(started[i : i + _CHUNK]))
+                    .group_by(job_logs.c.job_id)
+                )
+                last_log.update((job_id, int(last)) for job_id, last in conn.execute(heads))
+            queued = [s for s in states if s.status == IN_QUEUE]
+            if positions and queued:
+                ranks = _ranks(conn, queued)
+        return [
+            JobProgress(s, ranks.get(s.id) if s.status == IN_QUEUE else None, last_log.get(s.id, 0))
+            for s in states
+        ]
 
     def logs(self, job_id: str, after_id: int = 0) -> list[LogLine]:
         with self._db.read() as conn:
@@ -198,7 +248,7 @@ class SqlJobQueue:
                     jobs.c.endpoint_id.in_(endpoint_ids),
                     _not_hinted_elsewhere(worker_id, now - hint_seconds),
                 )
-                .order_by(jobs.c.priority, jobs.c.seq)
+                .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
                 .limit(1)
                 .with_for_update(skip_locked=True)
                 .scalar_subquery()
@@ -290,6 +340,20 @@ class SqlJobQueue:
                     attempts=jobs.c.attempts - 1,
                 )
             )
+
+    def retry_later(self, job: Job, worker_id: str, failure: Failure, max_attempts: int) -> bool:
+        with self._db.tx() as conn:
+            if job.attempts >= max_attempts:
+                return self._finish(conn, job, None, failure, only_if_status=IN_PROGRESS, worker_id=worker_id)
+            res = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job.id, jobs.c.status == IN_PROGRESS, jobs.c.worker_id == worker_id)
+                .values(status=IN_QUEUE, worker_id=None, lease_until=None, started_at=None)
+            )
+            if res.rowcount == 1:
+                note = f"{failure.message}; requeued (attempt {job.attempts} of {max_attempts})"
+                _log(conn, job.id, note, "WARN")
+        return res.rowcount == 1
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
         with self._db.tx() as conn:
@@ -403,6 +467,38 @@ def _hold_hint(conn: Connection, hint: str, worker_id: str, now: float) -> None:
     row = {"hint": hint, "worker_id": worker_id, "seen_at": now}
     stmt = dialect.insert(runner_hints).values(**row)
     conn.execute(stmt.on_conflict_do_update(index_elements=["hint"], set_=row))
+
+
+def _virtual_start(conn: Connection, owner_key_id: str, priority: int) -> int:
+    """A new job's vt: one turn after the key's last queued job of this priority, but not before the queue's
+    current turn (the newest running job's vt, else the oldest queued one's), so that an idle key joins the
+    current round instead of replaying the rounds it missed."""
+    same_class = jobs.c.priority == priority
+    running = select(func.max(jobs.c.vt)).where(jobs.c.status == IN_PROGRESS, same_class)
+    clock = conn.execute(running).scalar()
+    if clock is None:
+        clock = conn.execute(
+            select(func.min(jobs.c.vt)).where(jobs.c.status == IN_QUEUE, same_class)
+        ).scalar()
+    last = conn.execute(
+        select(func.max(jobs.c.vt)).where(
+            jobs.c.owner_key_id == owner_key_id, jobs.c.status == IN_QUEUE, same_class
+        )
+    ).scalar()
+    return max(int(clock or 0), -1 if last is None else int(last) + 1)
+
+
+def _ranks(conn: Connection, queued: list[JobState]) -> dict[str, int]:
+    """Queue positions of `queued` jobs: their rank in claim order within their endpoint. One pass over the
+    queued jobs of those endpoints (bounded by max_queue_total), filtered here rather than by IN (...)."""
+    ranked = select(
+        jobs.c.id,
+        func.row_number().over(
+            partition_by=jobs.c.endpoint_id, order_by=(jobs.c.priority, jobs.c.vt, jobs.c.seq)
+        ),
+    ).where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_({s.endpoint_id for s in queued}))
+    wanted = {s.id for s in queued}
+    return {job_id: int(rank) - 1 for job_id, rank in conn.execute(ranked) if job_id in wanted}
 
 
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:

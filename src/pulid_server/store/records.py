@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Self
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 PRIORITIES = {"normal": 0, "low": 1}
@@ -14,14 +15,41 @@ class QueueFull(Exception):
     """A submit past `max_queue_total` or `max_queue_per_key` queued jobs."""
 
 
+class StorageFull(Exception):
+    """A write the database refused for lack of space (a full disk or quota); the driver's error is its cause."""
+
+
 @dataclass
-class Job:
+class JobState:
+    """What status reads need: a few small columns, never the input, output or error body."""
+
     seq: int
     id: str
     endpoint_id: str
     owner_key_id: str
     status: str
     priority: int
+    vt: int
+    inference_time: float | None
+    error: str | None
+    error_type: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        m = row._mapping
+        return cls(*(m[name] for name in field_names(cls)))  # type: ignore[arg-type]
+
+
+@functools.cache
+def field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names in order (cached: rows are made by the thousand)."""
+    return tuple(f.name for f in fields(cls))
+
+
+@dataclass
+class Job(JobState):
+    """A whole job row."""
+
     input_json: str
     base_url: str
     webhook_url: str | None
@@ -35,20 +63,12 @@ class Job:
     attempts: int
     cancel_requested: bool
     output_json: str | None
-    error: str | None
-    error_type: str | None
     error_status: int | None
     error_body_json: str | None
-    inference_time: float | None
     runner_hint: str | None = None
     no_retry: bool = False
     store_io: bool = True
     retention: int = 0  # what of it is gone, and which clock its outputs follow (store/retention.py)
-
-    @classmethod
-    def from_row(cls, row: Any) -> Job:
-        m = row._mapping
-        return cls(**{f.name: m[f.name] for f in fields(cls)})
 
     @property
     def input(self) -> dict[str, Any]:
@@ -76,6 +96,15 @@ class Expired:
     kind: str
     ref: str
     retention: int = 0
+
+
+@dataclass
+class JobProgress:
+    """What a status stream watches, read for many jobs at once (JobQueue.progress)."""
+
+    state: JobState
+    position: int | None  # queued jobs claimed before it (None: not queued, or positions not asked for)
+    last_log_id: int  # 0 when it has no log lines
 
 
 @dataclass

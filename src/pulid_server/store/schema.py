@@ -21,8 +21,9 @@ from sqlalchemy import (
 
 # Bump only for changes that `create_all` cannot make by itself (new columns, changed meanings), and add
 # the step to store/migrate.py. New tables and indexes need no bump: they are created at start-up.
-SCHEMA_VERSION = 4  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
+SCHEMA_VERSION = 5  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
 # 4: fal's platform headers and data retention (jobs: runner_hint ... prune_until)
+# 5: fair turns across keys (jobs.vt), counted upload grants (upload_grants.uses_left)
 metadata = MetaData()
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived queues.
@@ -51,6 +52,9 @@ jobs = Table(
     Column("owner_key_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # IN_QUEUE | IN_PROGRESS | COMPLETED
     Column("priority", Integer, nullable=False, default=0),  # 0 normal, 1 low
+    # Virtual start time (fair queuing across keys): within a priority, jobs are claimed by (vt, seq).
+    # Set at submit to max(the queue's virtual time, this key's last queued vt + 1); see store/queue.py.
+    Column("vt", BigInt, nullable=False, default=0),
     Column("input_json", Text, nullable=False),
     Column("base_url", String(500), nullable=False, default=""),
     Column("webhook_url", Text),
@@ -88,7 +92,8 @@ jobs = Table(
     Column("prune_until", Float),
     UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_idempotency"),
 )
-Index("ix_jobs_queue", jobs.c.status, jobs.c.priority, jobs.c.seq)
+Index("ix_jobs_fair", jobs.c.status, jobs.c.priority, jobs.c.vt, jobs.c.seq)  # claim order, positions
+Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.status, jobs.c.priority, jobs.c.vt)  # per-key cap, vt
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_until)
 Index("ix_jobs_finished", jobs.c.finished_at)  # /metrics reads only the jobs finished since its last scrape
 # The pruner's ranges: parts on the node's clocks by what is gone and age; parts with their own expiry.
@@ -116,6 +121,7 @@ upload_grants = Table(
     Column("file_key", String(500)),  # set for single-file PUT grants, NULL for CDN tokens
     Column("content_type", String(200)),
     Column("expires_at", Float, nullable=False),
+    Column("uses_left", Integer, nullable=False, default=1),  # 1 for a PUT URL, a few for a CDN token
 )
 Index("ix_upload_grants_expiry", upload_grants.c.expires_at)  # expired grants are deleted in batches
 

@@ -17,8 +17,8 @@ from pulid_server.store.values import SqlServerValues
 class SqlJobStore:
     """Creates the schema if needed (safe when many nodes start at once), then serves every part."""
 
-    def __init__(self, url: str):
-        self.db = Database(url)
+    def __init__(self, url: str, *, durable: bool = True):
+        self.db = Database(url, durable=durable)
         try:
             ensure_schema(self.db.engine)
         except BaseException:
@@ -43,6 +43,6 @@ class SqlJobStore:
         self.db.close()
 
 
-def open_job_store(url: str) -> JobStore:
-    """The job store for a database URL (`sqlite:///...` or `postgresql://...`)."""
-    return SqlJobStore(url)
+def open_job_store(url: str, *, durable: bool = True) -> JobStore:
+    """The job store for a database URL (`sqlite:///...` or `postgresql://...`); `durable`: see database.py."""
+    return SqlJobStore(url, durable=durable)

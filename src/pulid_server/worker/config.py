@@ -17,11 +17,13 @@ from pulid_server.config import Settings
 @dataclass(frozen=True)
 class WorkerConfig:
     """settings: the node's configuration (`worker_endpoints` says which endpoints to load).
-    wake_fd / done_fd: the doorbell pipes from a supervising API process, else None (poll the store)."""
+    wake_fd / done_fd: the doorbell pipes from a supervising API process, else None (poll the store).
+    parent_pid: that API process, which the worker must not outlive (worker/doorbell.py); None if unsupervised."""
 
     settings: Settings
     wake_fd: int | None = None
     done_fd: int | None = None
+    parent_pid: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -29,6 +31,7 @@ class WorkerConfig:
                 "settings": self.settings.model_dump(mode="json"),
                 "wake_fd": self.wake_fd,
                 "done_fd": self.done_fd,
+                "parent_pid": self.parent_pid,
             }
         )
 
@@ -36,4 +39,9 @@ class WorkerConfig:
     def from_json(cls, text: str) -> WorkerConfig:
         data = json.loads(text)
         # model_validate, not Settings(...): the values given are the whole configuration, env vars aside.
-        return cls(Settings.model_validate(data["settings"]), data["wake_fd"], data["done_fd"])
+        return cls(
+            Settings.model_validate(data["settings"]),
+            data["wake_fd"],
+            data["done_fd"],
+            data.get("parent_pid"),
+        )

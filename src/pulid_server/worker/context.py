@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
@@ -22,29 +21,12 @@ from pulid_server.files import (
     decode_data_uri,
     encode_png,
     fetch_bytes,
+    file_key_of,
     open_image,
 )
 from pulid_server.store import Job
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.safety import ImageScreen
-
-# Keys under these prefixes are ours: a URL whose path is /files/<key> is read from the blob store
-# directly (no HTTP request leaves the worker, whatever host the URL names). So is any /files/ URL on this
-# server's own base URL: a missing one is "no such uploaded file", not a refused loopback fetch.
-OWN_KEY_PREFIXES = ("uploads/", "outputs/")
-
-
-def own_file_key(url: str, own_bases: tuple[str, ...] = ()) -> str | None:
-    """The blob key of a URL that names one of our files, else None (the URL is fetched)."""
-    parts = urlsplit(url)
-    _, sep, key = parts.path.partition("/files/")
-    key = unquote(key)
-    if not sep or ".." in key:
-        return None
-    if key.startswith(OWN_KEY_PREFIXES):
-        return key
-    own_origins = {(base.scheme, base.netloc) for base in map(urlsplit, own_bases)}
-    return key if (parts.scheme, parts.netloc) in own_origins and parts.path.startswith("/files/") else None
 
 
 class WorkerJobContext:
@@ -73,10 +55,12 @@ class WorkerJobContext:
             raise UserInputError(str(exc), loc, failures.INVALID_IMAGE) from exc
 
     def _read_url(self, url: str) -> bytes:
+        # The API stores every image a request names under inputs/ at submit, so this reads our own files;
+        # data: URIs and other URLs remain for requests queued before that, and for plugins' own fields.
         limit = self._settings.max_file_bytes
         if url.startswith("data:"):
             return decode_data_uri(url, max_bytes=self._settings.max_data_uri_bytes)[1]
-        key = own_file_key(url, (self._base, self._job.base_url))
+        key = file_key_of(url, (self._base, self._job.base_url))
         if key is not None:
             try:
                 blob = self._blobs.get(key)

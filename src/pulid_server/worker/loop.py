@@ -2,6 +2,17 @@
 
 Crash safety comes from the store, not from this loop: a heartbeat thread keeps the lease alive while a
 job runs; if the process dies (kill -9, CUDA OOM exit) the lease expires and the job is requeued.
+
+Stopping: the first SIGTERM or SIGINT, or the supervising API process letting go of the doorbell or dying
+(SIGHUP; worker/doorbell.py), stops claiming and lets the running job finish; a second SIGTERM or SIGINT
+gives that job back to the queue at once. Only those two are counted: when Ctrl-C reaches the whole
+process group, the worker's SIGINT and its supervisor's drain request are one request, and the job
+still finishes.
+
+A store error (a full or unreachable database) never ends the process: the loop retries with backoff
+and the model stays loaded, instead of crash-looping through model loads. A job whose outputs cannot be
+stored for lack of space goes back to the queue (after `max_attempts`, it fails with `storage_full`),
+and the worker waits before it claims again.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +43,11 @@ from pulid_server.endpoints import (
 )
 from pulid_server.failures import Failure
 from pulid_server.model import loaded_families
-from pulid_server.store import Job, open_job_store
+from pulid_server.store import Job
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
-from pulid_server.worker.doorbell import WorkerDoorbell
+from pulid_server.worker.doorbell import WorkerDoorbell, die_with_parent
 from pulid_server.worker.safety import ImageScreen, load_checker
 
 if TYPE_CHECKING:
@@ -48,6 +60,7 @@ OOM_EXIT_CODE = 75  # the supervisor restarts the process; the CUDA context may 
 # bench/bench_service.py: the 50 ms idle poll alone added ~40 ms to every sequential job.
 FAST_POLL_SECONDS = 0.005
 FAST_POLL_WINDOW_SECONDS = 1.0
+BACKOFF_START_SECONDS, BACKOFF_MAX_SECONDS = 0.5, 30.0
 
 
 @dataclass
@@ -57,6 +70,7 @@ class Outcome:
     fatal: bool = False  # stop this process after recording the job (e.g. GPU OOM)
     images_checked: int | None = None  # by the safety checker; None when it did not run
     images_flagged: int | None = None
+    retry: bool = False  # its outputs could not be stored: give it back, and pause before the next claim
 
 
 @dataclass
@@ -68,13 +82,14 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.settings = self.config.settings
-        self.store = open_job_store(self.settings.resolved_database_url())
+        self.store = self.settings.job_store()
         self.blobs = self.settings.blob_store()
         self.stopping = threading.Event()
-        self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd)
+        self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd, self.stopping)
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
         self.presets: dict[str, str] = {}  # endpoint id -> the model preset its runner loaded, if any
         self.checker: SafetyChecker | None = None
+        self._signals = 0
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
 
@@ -105,45 +120,81 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         def on_term(signum: int, _frame: Any) -> None:
-            if self.stopping.is_set():  # second signal: give the job back now
+            self._signals += 1
+            if self._signals > 1:  # second signal: give the job back now
                 raise KeyboardInterrupt
             log.info("signal %s: finishing the current job, claiming no more", signum)
             self.stopping.set()
 
+        def on_hangup(_signum: int, _frame: Any) -> None:  # the supervising API process died
+            if not self.stopping.is_set():
+                log.info("the API process is gone: finishing the current job, claiming no more")
+            self.stopping.set()
+
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hangup)
 
     def run_forever(self) -> int:
         ids = list(self.runners)
-        # Seen by /health/ready and /metrics on every API node; the row exists once the models are loaded.
-        self.store.cluster.register_worker(self.worker_id, ids, self.settings.device, self.presets)
+
+        def register() -> None:  # seen by /health/ready and /metrics once the models are loaded
+            self.store.cluster.register_worker(self.worker_id, ids, self.settings.device, self.presets)
+
+        if not self._until_done(register, "registering this worker"):
+            return 0
         try:
             return self._loop(ids)
         finally:
-            self.store.cluster.unregister_worker(self.worker_id)
+            try:
+                self.store.cluster.unregister_worker(self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - its row ages out of every view on its own
+                log.warning("could not unregister this worker: %s", _reason(exc))
 
     def _loop(self, ids: list[str]) -> int:
         last_job = -FAST_POLL_WINDOW_SECONDS
+        pause = 0.0  # before the next claim, after a store or storage failure
         while not self.stopping.is_set():
-            self._maybe_reap()
-            job = None
-            if self.store.queue.has_queued(ids):
-                job = self.store.queue.claim(
-                    self.worker_id, ids, self.settings.lease_seconds, self.settings.runner_hint_seconds
-                )
+            try:
+                job = self._claim(ids)
+            except Exception as exc:  # noqa: BLE001 - the store is back later; the model stays loaded
+                pause = _longer(pause)
+                log.warning("the job store failed (%s); retrying in %.1f s", _reason(exc), pause)
+                self.stopping.wait(pause)
+                continue
             if job is None:
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
-                self.doorbell.wait(
-                    min(FAST_POLL_SECONDS, self.settings.poll_seconds)
-                    if recent
-                    else self.settings.poll_seconds,
-                    self.stopping,
-                )
+                poll = self.settings.poll_seconds
+                self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
                 continue
-            if self.process(job).fatal:
+            outcome = self.process(job)
+            if outcome.fatal:
                 return OOM_EXIT_CODE
+            pause = _longer(pause) if outcome.retry else 0.0
+            self.stopping.wait(pause)
             last_job = time.monotonic()
         return 0
+
+    def _claim(self, ids: list[str]) -> Job | None:
+        self._maybe_reap()
+        if not self.store.queue.has_queued(ids):
+            return None
+        return self.store.queue.claim(
+            self.worker_id, ids, self.settings.lease_seconds, self.settings.runner_hint_seconds
+        )
+
+    def _until_done(self, action: Callable[[], object], what: str) -> bool:
+        """Run a store write until it succeeds (True) or the worker is asked to stop (False)."""
+        pause = 0.0
+        while not self.stopping.is_set():
+            try:
+                action()
+                return True
+            except Exception as exc:  # noqa: BLE001 - retried with backoff
+                pause = _longer(pause)
+                log.warning("%s failed (%s); retrying in %.1f s", what, _reason(exc), pause)
+                self.stopping.wait(pause)
+        return False
 
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap > 1.0:
@@ -173,19 +224,49 @@ class Worker:
             raise
         channel.close()  # its log lines land before the job completes
         elapsed = time.perf_counter() - started
-        if not self.store.queue.complete(
+        if outcome.retry:
+            full = failures.STORAGE_FULL
+            self._record(
+                job,
+                lambda: self.store.queue.retry_later(job, self.worker_id, full, self.settings.max_attempts),
+            )
+        elif self._record(
             job,
-            self.worker_id,
-            outcome.output,
-            outcome.failure,
-            inference_time=elapsed,
-            images_checked=outcome.images_checked,
-            images_flagged=outcome.images_flagged,
+            lambda: self.store.queue.complete(
+                job,
+                self.worker_id,
+                outcome.output,
+                outcome.failure,
+                inference_time=elapsed,
+                images_checked=outcome.images_checked,
+                images_flagged=outcome.images_flagged,
+            ),
         ):
-            log.warning("job %s: lease lost before completion; result dropped", job.id)
-        else:
             self.doorbell.done(job.id)
         return outcome
+
+    def _record(self, job: Job, write: Callable[[], bool]) -> bool:
+        """Write a job's end. A store error is retried while the job's lease lasts; past that, the job is
+        requeued by its lease, as if this worker had died."""
+        deadline = time.monotonic() + self.settings.lease_seconds / 2
+        pause = 0.0
+        while True:
+            try:
+                if write():
+                    return True
+                log.warning("job %s: lease lost before completion; result dropped", job.id)
+                return False
+            except Exception as exc:  # noqa: BLE001 - retried below
+                pause = _longer(pause)
+                if time.monotonic() + pause > deadline:
+                    log.error(
+                        "job %s: its end could not be recorded (%s); its lease will requeue it",
+                        job.id,
+                        _reason(exc),
+                    )
+                    return False
+                log.warning("job %s: recording its end failed (%s); retrying", job.id, _reason(exc))
+                time.sleep(pause)
 
     def _run(self, endpoint: Endpoint, runner: Runner, job: Job, channel: JobChannel) -> Outcome:
         ctx = WorkerJobContext(job, channel, self.blobs, self.settings)
@@ -217,9 +298,22 @@ class Worker:
             if _is_oom(exc):
                 ctx.log("out of GPU memory; restarting the worker", "ERROR")
                 return Outcome(failure=failures.GPU_OOM, fatal=True)
+            if failures.is_storage_full(exc):
+                log.error("job %s: no space to store its outputs; it goes back to the queue", job.id)
+                ctx.log("out of storage space; the request will be retried", "WARN")
+                return Outcome(retry=True)
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             ctx.log(f"{type(exc).__name__}: {exc}", "ERROR")
             return Outcome(failure=failures.model_error(exc))
+
+
+def _longer(pause: float) -> float:
+    return min(max(pause * 2, BACKOFF_START_SECONDS), BACKOFF_MAX_SECONDS)
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for the log (driver errors can span many lines)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -229,6 +323,8 @@ def _is_oom(exc: BaseException) -> bool:
 def run(config: WorkerConfig) -> int:
     """Run a worker process until SIGTERM (`pulid worker`, or spawned by `pulid serve`); its exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if config.parent_pid is not None:
+        die_with_parent(config.parent_pid)
     worker = Worker(config)
     worker.install_signal_handlers()
     worker.load()

@@ -2,13 +2,19 @@
 
 The model lives in these child processes so that a crash, an OOM or a kill -9 costs one job attempt
 (requeued by its lease), never the API. Each child gets its WorkerConfig (these settings, the endpoints
-of its group and its doorbell pipes) as JSON on stdin. `count` processes serve each group of endpoints
-(worker_groups.py: by default one group per model family).
+of its group, its doorbell pipes and this process's pid) as JSON on stdin, and dies with this process
+(worker/doorbell.py). `count` processes serve each group of endpoints (worker_groups.py: by default one
+group per model family).
+
+Stopping drains: closing a worker's wake pipe asks it to finish its job and exit, which is not a signal,
+so a Ctrl-C that reached the worker too (its first signal) still lets the job finish. Only after
+`drain_seconds` do signals follow: SIGTERM twice (the second gives the job back to the queue), then SIGKILL.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -72,7 +78,8 @@ class Supervisor:
         assert proc.stdin is not None
         try:  # a few KB: fits the pipe buffer, so this never waits on the child
             with proc.stdin:
-                proc.stdin.write(WorkerConfig(self.slots[i], wake_fd, done_fd).to_json().encode())
+                config = WorkerConfig(self.slots[i], wake_fd, done_fd, parent_pid=os.getpid())
+                proc.stdin.write(config.to_json().encode())
         except BrokenPipeError:  # it died at once; the watcher restarts it
             pass
         log.info("worker %d started (pid %d): %s", i, proc.pid, ", ".join(self.slots[i].worker_endpoints))
@@ -104,7 +111,8 @@ class Supervisor:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 
     def stop(self) -> None:
-        """Drain: SIGTERM (finish the current job), then SIGTERM again (requeue it), then SIGKILL."""
+        """Drain: close the wake pipes (finish the current job), wait `drain_seconds`, then SIGTERM twice
+        (the job goes back to the queue) and at last SIGKILL."""
         self._stop.set()
         with self._bells_lock:
             for bell in self.bells:
@@ -112,15 +120,20 @@ class Supervisor:
                     bell.close()
             self.bells = [None] * self.count
         live = [p for p in self.procs if p is not None and p.poll() is None]
-        for p in live:
-            p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.drain_seconds
         for p in live:
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            _wait(p, deadline - time.monotonic())
+        for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            late = [p for p in live if p.poll() is None]
+            for p in late:
+                p.send_signal(sig)
+            deadline = time.monotonic() + grace
+            for p in late:
+                _wait(p, deadline - time.monotonic())
+
+
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    try:
+        proc.wait(max(0.0, seconds))
+    except subprocess.TimeoutExpired:
+        pass

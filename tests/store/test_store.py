@@ -554,6 +554,16 @@ def test_retry_later_requeues_then_fails_after_max_attempts(store: SqlJobStore) 
     assert (done.status, done.error_type, done.error_status) == (COMPLETED, "storage_full", 507)
 
 
+def test_retry_later_fails_a_no_retry_job_at_once(store: SqlJobStore) -> None:
+    job = submit(store, no_retry=True)
+    claimed = store.queue.claim("w", [ECHO], 30)
+    assert claimed is not None and store.queue.retry_later(
+        claimed, "w", Failure("storage_full", 507, "no space"), 3
+    )
+    done = fetch(store, job)
+    assert (done.status, done.error_type, done.attempts) == (COMPLETED, "storage_full", 1)
+
+
 def test_upload_grants_are_counted_and_die_with_their_key(store: SqlJobStore) -> None:
     key_id = store.keys.authenticate(key := store.keys.create_key())
     assert key_id is not None

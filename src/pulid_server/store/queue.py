@@ -343,7 +343,7 @@ class SqlJobQueue:
 
     def retry_later(self, job: Job, worker_id: str, failure: Failure, max_attempts: int) -> bool:
         with self._db.tx() as conn:
-            if job.attempts >= max_attempts:
+            if job.attempts >= max_attempts or job.no_retry:  # x-fal-no-retry: fail now, as for a lost worker
                 return self._finish(conn, job, None, failure, only_if_status=IN_PROGRESS, worker_id=worker_id)
             res = conn.execute(
                 update(jobs)

@@ -202,7 +202,10 @@ def _check_worker_groups(settings: Settings) -> None:
 
 def _listen(host: str, port: int, how: str) -> socket.socket:
     """A bound socket for uvicorn, or one line on stderr and exit 1 (no traceback) if the port is taken."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off only on accepted sockets whose proto says TCP; with
+    # Nagle on, a response's body waits ~40 ms for the client's delayed ACK of its head.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

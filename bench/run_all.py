@@ -29,10 +29,21 @@ SUITE: list[tuple[str, str, list[str], list[str]]] = [
         ["--n-noop", "30", "--n-sleep", "5", "--tp-noop", "30", "--tp-sleep", "4"],
     ),
     (
-        "Serving peer: our routes against LitServe",
+        "Serving peers: our routes against Cog and LitServe",
         "bench_peer.py",
         [],
-        ["--requests", "300", "--rounds", "1", "--warmup", "30"],
+        [
+            "--requests",
+            "300",
+            "--rounds",
+            "1",
+            "--warmup",
+            "30",
+            "--latency-noop",
+            "30",
+            "--latency-sleep",
+            "3",
+        ],
     ),
     (
         "Model: PuLID pipeline against plain diffusers SDXL (tiny preset)",

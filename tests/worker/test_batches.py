@@ -75,3 +75,18 @@ def test_a_job_claimed_with_a_batch_that_ran_long_goes_back_unstarted(tmp_path: 
     after = worker.store.queue.get(late.id)
     assert worker.store.queue.get(first.id).status == COMPLETED  # type: ignore[union-attr]
     assert after is not None and after.status == IN_QUEUE and after.attempts == 0  # given back, not run
+
+
+def test_a_batch_whose_job_turns_out_slow_gives_the_rest_back_at_once(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    slow = worker.store.queue.submit(
+        endpoint_id=ECHO, owner_key_id="k", input_json='{"steps": 1, "step_seconds": 0.02}', base_url="x"
+    )[0]
+    rest = _submit(worker, 2)
+    claimed = deque(
+        j for j in (worker.store.queue.claim(worker.worker_id, [ECHO], 30.0) for _ in range(3)) if j
+    )
+    assert [j.id for j in claimed] == [slow.id, *(j.id for j in rest)]
+    worker._work(claimed, [])  # 20 ms > CHEAP_BATCH_SECONDS: another worker may run the others now
+    assert worker.store.queue.get(slow.id).status == COMPLETED  # type: ignore[union-attr]
+    assert all(worker.store.queue.get(j.id).status == IN_QUEUE for j in rest)  # type: ignore[union-attr]

@@ -64,8 +64,9 @@ FAST_POLL_WINDOW_SECONDS = 1.0
 BACKOFF_START_SECONDS, BACKOFF_MAX_SECONDS = 0.5, 30.0
 # Jobs that cost less than this together are claimed, run and recorded in batches of up to BATCH_CLAIM: one
 # commit (one sync to disk) per batch instead of one per job, for endpoints that answer in microseconds.
-# A batch that took longer is followed by one job at a time, so a slow model never holds jobs it has
-# not started, and no result waits for more than this on the jobs claimed with it.
+# A batch that took longer is followed by one job at a time, and a job of a batch that turns out slow
+# gives the rest of its batch back to the queue at once: a slow model never holds jobs it has not
+# started for longer than one job, and other workers get them.
 CHEAP_BATCH_SECONDS = 0.005
 BATCH_CLAIM = 8
 
@@ -235,6 +236,8 @@ class Worker:
                 summary.retry |= outcome.retry
                 if done is not None:
                     finished.append(done)
+                    if claimed and (done.inference_time or 0.0) >= CHEAP_BATCH_SECONDS:
+                        self._give_back(claimed)  # not cheap after all: to whichever worker is free
         except KeyboardInterrupt:  # a second signal: record what ran, give back the rest
             self._settle(finished, None)
             self._give_back(claimed)

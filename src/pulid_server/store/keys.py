@@ -17,6 +17,9 @@ from pulid_server.store.database import Database
 from pulid_server.store.schema import api_keys
 
 # Every request reads this: built once (building a statement costs more than running it on SQLite).
+_POLICY = select(api_keys.c.safety_mode, api_keys.c.safety_action).where(
+    api_keys.c.key_id == bindparam("key_id")
+)  # every job reads it (worker/loop.py)
 _SECRET_HASH = select(api_keys.c.secret_hash).where(
     api_keys.c.key_id == bindparam("key_id"), api_keys.c.revoked_at.is_(None)
 )
@@ -73,9 +76,7 @@ class SqlKeyStore:
 
     def key_policy(self, key_id: str) -> KeyPolicy:
         with self._db.read() as conn:
-            row = conn.execute(
-                select(api_keys.c.safety_mode, api_keys.c.safety_action).where(api_keys.c.key_id == key_id)
-            ).first()
+            row = conn.execute(_POLICY, {"key_id": key_id}).first()
         return KeyPolicy.parse(row.safety_mode, row.safety_action) if row else KeyPolicy()
 
     def set_key_policy(self, key_id: str, policy: KeyPolicy) -> bool:

@@ -27,7 +27,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
@@ -421,24 +420,25 @@ class SqlJobQueue:
         images_flagged: int | None = None,
         columns: dict[str, Any] | None = None,
     ) -> bool:
-        where = [jobs.c.id == job.id, jobs.c.status == only_if_status]
-        if worker_id is not None:
-            where.append(jobs.c.worker_id == worker_id)
-        if expired_at is not None:  # only if the lease is still expired now (not renewed since it was read)
-            where.append(jobs.c.lease_until < expired_at)
         now = time.time()
+        # The SET clause is the statement's, plus the keys of `values` that name columns: one statement
+        # of four, built once.
         values: dict[str, Any] = dict(
+            job=job.id,
+            only_if=only_if_status,
+            holder=worker_id,
+            expired_at=expired_at,  # only if the lease is still expired now (not renewed since it was read)
+            finished_now=now,
             status=COMPLETED,
             finished_at=now,
             lease_until=None,
             images_checked=images_checked,
             images_flagged=images_flagged,
-            outputs_expire_at=literal(now) + jobs.c.output_lifetime,  # NULL unless it has its own lifetime
         )
         if inference_time is not None:
             values["inference_time"] = inference_time
         values.update(columns if columns is not None else result_columns(output, failure))
-        res = conn.execute(update(jobs).where(*where).values(**values))
+        res = conn.execute(_FINISH[worker_id is not None, expired_at is not None], values)
         if res.rowcount != 1:
             return False
         if job.webhook_url:
@@ -448,7 +448,7 @@ class SqlJobQueue:
         return True
 
 
-def _not_hinted_elsewhere(worker_id: str, since: float) -> ColumnElement[bool]:
+def _not_hinted_elsewhere(worker_id: Any, since: Any) -> ColumnElement[bool]:
     """X-Fal-Runner-Hint, best effort: a job whose hint another worker used since `since` is left to that
     worker (it holds the hint's state); once that window has passed, any worker takes it."""
     held = exists().where(
@@ -520,30 +520,14 @@ def _claim(
     conn: Connection, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float
 ) -> Job | None:
     now = time.time()
-    next_seq = (
-        select(jobs.c.seq)
-        .where(
-            jobs.c.status == IN_QUEUE,
-            jobs.c.endpoint_id.in_(endpoint_ids),
-            _not_hinted_elsewhere(worker_id, now - hint_seconds),
-        )
-        .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    row = conn.execute(
-        update(jobs)
-        .where(jobs.c.seq == next_seq, jobs.c.status == IN_QUEUE)
-        .values(
-            status=IN_PROGRESS,
-            worker_id=worker_id,
-            lease_until=now + lease_seconds,
-            started_at=now,
-            attempts=jobs.c.attempts + 1,
-        )
-        .returning(*jobs.c)
-    ).first()
+    params = {
+        "endpoints": endpoint_ids,
+        "worker": worker_id,
+        "since": now - hint_seconds,
+        "until": now + lease_seconds,
+        "now": now,
+    }
+    row = conn.execute(_CLAIM, params).first()
     return Job.from_row(row) if row else None
 
 
@@ -596,3 +580,44 @@ def _append_logs(conn: Connection, job_id: str, lines: list[tuple[str, str]]) ->
 
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:
     conn.execute(insert(job_logs).values(job_id=job_id, ts=time.time(), level=level, message=message))
+
+
+_CLAIM = (
+    update(jobs)
+    .where(
+        jobs.c.seq
+        == (
+            select(jobs.c.seq)
+            .where(
+                jobs.c.status == IN_QUEUE,
+                jobs.c.endpoint_id.in_(bindparam("endpoints", expanding=True)),
+                _not_hinted_elsewhere(bindparam("worker"), bindparam("since")),
+            )
+            .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+        jobs.c.status == IN_QUEUE,
+    )
+    .values(
+        status=IN_PROGRESS,
+        worker_id=bindparam("worker"),
+        lease_until=bindparam("until"),
+        started_at=bindparam("now"),
+        attempts=jobs.c.attempts + 1,
+    )
+    .returning(*jobs.c)
+)
+_FINISH = {
+    (holder, expired): update(jobs)
+    .where(
+        jobs.c.id == bindparam("job"),
+        jobs.c.status == bindparam("only_if"),
+        *([jobs.c.worker_id == bindparam("holder")] if holder else []),
+        *([jobs.c.lease_until < bindparam("expired_at")] if expired else []),
+    )
+    .values(outputs_expire_at=bindparam("finished_now") + jobs.c.output_lifetime)  # NULL without its own
+    for holder in (False, True)
+    for expired in (False, True)
+}

@@ -119,11 +119,14 @@ NOTES = """\
   1. With a client that polls every 5 ms, the 200 ms case lands around 1.05-1.06x: the client's own poll
      interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of what the
      service adds.
-  2. bench_peer.py: a sequential no-op /run still takes ~0.7 ms more than Cog's sync prediction, and the
-     200 ms case ~1.03x instead of 1.02x: a durable job costs a sync to disk (its result's) and a few
-     SQLAlchemy transactions, which run slower after the processes sat idle for the 200 ms (cold caches, a
-     sync after idle ~0.35 ms instead of ~0.1 ms here). Raw driver calls for the hottest statements, or
-     handing a job to an idle worker already claimed in the submit's transaction, are the next steps.
+  2. Issue #18's goals are not met (bench_peer.py, two runs of the final code on this shared machine): a
+     sequential no-op /run takes ~1 ms more than Cog's sync prediction (3.04 vs 1.88 ms, 2.55 vs 1.56 ms),
+     the 200 ms case is 1.031x for /run and 1.042x through the status stream (goal 1.02; Cog itself
+     1.013-1.014x), and /run serves 0.74-0.78x LitServe's requests/s at 16 connections (0.12-0.20x before).
+     What remains per job: a sync to disk (its result's; ~0.35 ms after 200 ms idle here, ~0.1 ms back to
+     back), two or three SQLAlchemy transactions over two processes, and the FastAPI request itself. Raw
+     driver calls for the hottest statements, or handing a job to an idle worker already claimed in the
+     submit's transaction, are the next steps.
 """
 
 

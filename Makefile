@@ -30,9 +30,15 @@ serve: install
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install-test
+# Cog (a serving peer in bench/bench_peer.py) pins its own fastapi: it gets a venv of its own.
+COG_VENV ?= .venv-cog
+$(COG_VENV)/bin/python:
+	python3 -m venv $(COG_VENV)
+	$(COG_VENV)/bin/python -m pip install -q cog==0.16.12
+
+bench: install-test $(COG_VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) data build *.egg-info
+	rm -rf $(VENV) $(COG_VENV) data build *.egg-info

@@ -29,10 +29,21 @@ SUITE: list[tuple[str, str, list[str], list[str]]] = [
         ["--n-noop", "30", "--n-sleep", "5", "--tp-noop", "30", "--tp-sleep", "4"],
     ),
     (
-        "Serving peer: our routes against LitServe",
+        "Serving peers: our routes against Cog and LitServe",
         "bench_peer.py",
         [],
-        ["--requests", "300", "--rounds", "1", "--warmup", "30"],
+        [
+            "--requests",
+            "300",
+            "--rounds",
+            "1",
+            "--warmup",
+            "30",
+            "--latency-noop",
+            "30",
+            "--latency-sleep",
+            "3",
+        ],
     ),
     (
         "Model: PuLID pipeline against plain diffusers SDXL (tiny preset)",
@@ -85,18 +96,37 @@ NOTES = """\
   5. Store reads in the API went through Starlette's `run_in_threadpool`, ~28 % of the API process's CPU
      under a status-route load (py-spy `--gil`). SQLite (WAL) readers never wait for a lock, so the API runs
      them inline; PostgreSQL reads go through `asyncio.to_thread` (api/state.py `AppState.read`).
+- Found by bench_peer.py and fixed (issue #18: durable, and close to Cog and LitServe):
+  1. `pulid serve` bound its sockets with protocol 0, so asyncio left Nagle's algorithm on and every
+     response's body waited ~40 ms for the client's delayed ACK of its head (cli.py `_listen`).
+  2. Each job took five write transactions in two processes, each syncing to disk, and each building its
+     SQL anew (more CPU than running it on SQLite). Now: hot statements are built once; submits are
+     group-committed by one thread (api/services/submitter.py); a worker records a job's end, its last
+     log lines and the claim of its next job in one commit, and claims, runs and records cheap jobs in
+     batches of up to 8 (worker/loop.py); claims, heartbeats, log lines and a sync /run's job do not
+     wait for the disk (the next durable commit, at the latest the result's, syncs them too).
+  3. SQLite writers of the API and the worker collided on every job and waited in SQLite's busy handler
+     (sleeps of 1, 2, 5 ms...); they now queue on a lock file (store/database.py `_WriteGate`).
+  4. Thread hops, each a scheduler wake-up on a busy machine: the worker waits on its wake pipe itself,
+     the API's event loop reads the done pipes itself, the job's side thread lives as long as the worker,
+     and `pulid serve` runs on uvloop. A worker hands a small result over with its announcement, so /run
+     answers without reading it back.
 - Open (measured, not fixed):
   0. The model ratio (PuLID / plain diffusers on the tiny UNet) moved between 1.004 and 1.06 over six runs
      on this shared 2-core machine (1.027 and 1.008 in two back-to-back runs of bench_model.py alone). On
      the tiny UNet the ID attention is a far larger share of the work than on SDXL (~0.5 %, reference
      pulid-model.md 7.2); a GPU run of bench/gpu_fullsize.py is the number that matters.
   1. With a client that polls every 5 ms, the 200 ms case lands around 1.05-1.06x: the client's own poll
-     interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of the ~6 ms
-     the service adds. Through the status stream or `/run` the goal is met.
-  2. Sync /run at ~0.15x LitServe's requests/s under 16 concurrent clients: by design every request is a
-     durable job (a write to persist it before answering, a claim, a completion), served by one worker
-     process one job at a time, where LitServe hands requests to its worker over an in-memory queue and
-     loses them if a process dies. Batch claims or an opt-in in-memory path would be the way forward.
+     interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of what the
+     service adds.
+  2. Issue #18's goals are not met (bench_peer.py, two runs of the final code on this shared machine): a
+     sequential no-op /run takes ~1 ms more than Cog's sync prediction (3.04 vs 1.88 ms, 2.55 vs 1.56 ms),
+     the 200 ms case is 1.031x for /run and 1.042x through the status stream (goal 1.02; Cog itself
+     1.013-1.014x), and /run serves 0.74-0.78x LitServe's requests/s at 16 connections (0.12-0.20x before).
+     What remains per job: a sync to disk (its result's; ~0.35 ms after 200 ms idle here, ~0.1 ms back to
+     back), two or three SQLAlchemy transactions over two processes, and the FastAPI request itself. Raw
+     driver calls for the hottest statements, or handing a job to an idle worker already claimed in the
+     submit's transaction, are the next steps.
 """
 
 

@@ -3,6 +3,7 @@ line for a busy port, the access log switch, and keys that land in the server's 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from pulid_server.cli import _listen
 from tests.servers import REPO, free_port
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PULID_")}
@@ -114,3 +116,28 @@ def test_keys_go_to_the_servers_database_or_say_why_not(tmp_path: Path) -> None:
     assert out.stderr.strip() == f"created key {key_id} in SQLite file {named / 'pulid.db'}"
     listed = pulid("keys", "list", "--data-dir", str(named), cwd=REPO)
     assert key_id in listed.stdout and listed.returncode == 0
+
+
+def test_served_connections_send_small_writes_at_once() -> None:
+    """`pulid serve` binds its own sockets: they must say TCP, or asyncio leaves Nagle on and a response's
+    body waits ~40 ms for the client's delayed ACK of its head (every request, measured in bench_peer)."""
+    sock = _listen("127.0.0.1", 0, "--port")
+
+    async def accepted_nodelay() -> int:
+        flags: list[int] = []
+
+        def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            flags.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            for _ in range(500):  # bounded: the server side runs within a few loop turns
+                if flags:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+        return flags[0]
+
+    assert asyncio.run(accepted_nodelay()) == 1

@@ -9,15 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import Engine, event, select, text, update
 
 from pulid_server.failures import Failure
 from pulid_server.policy import KeyPolicy
-from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Job, QueueFull, SqlJobStore
+from pulid_server.store import COMPLETED, IN_PROGRESS, IN_QUEUE, Finished, Job, QueueFull, SqlJobStore
 from pulid_server.store.migrate import SchemaTooNew
 from pulid_server.store.schema import SCHEMA_VERSION, metadata, server_values, workers
 
 ECHO = "test/echo"
+FAILED = Failure("internal_error", 500, "boom")
 
 
 def submit(store: SqlJobStore, owner: str = "k1", endpoint: str = ECHO, **kw: Any) -> Job:
@@ -289,17 +290,23 @@ def test_concurrent_claims_never_double_claim(store_url: str) -> None:
     seed.close()
 
 
-def _statements(store: SqlJobStore, action: Callable[[], object]) -> list[str]:
+def _statements(
+    store: SqlJobStore, action: Callable[[], object], engines: list[Engine] | None = None
+) -> list[str]:
+    """The SQL `action` runs on `engines` (by default every engine of the store, once each)."""
     seen: list[str] = []
+    watched = list({id(e): e for e in engines or [store.db.engine, store.db.lazy_engine]}.values())
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
-    event.listen(store.db.engine, "before_cursor_execute", record)
+    for engine in watched:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         action()
     finally:
-        event.remove(store.db.engine, "before_cursor_execute", record)
+        for engine in watched:
+            event.remove(engine, "before_cursor_execute", record)
     return seen
 
 
@@ -518,10 +525,10 @@ def test_an_older_database_gains_the_content_policy_columns(
 
 
 def test_acknowledged_writes_are_durable_unless_the_operator_opts_out(store_url: str) -> None:
-    def setting(durable: bool) -> str:
+    def setting(durable: bool, lazy: bool = False) -> str:
         s = SqlJobStore(store_url, durable=durable)
         try:
-            with s.db.tx() as conn:  # what a submit's transaction runs under
+            with s.db.tx(lazy=lazy) as conn:  # lazy: what a claim, a heartbeat or a log line runs under
                 if s.db.is_sqlite:
                     return {0: "off", 1: "normal", 2: "full"}[
                         conn.exec_driver_sql("PRAGMA synchronous").scalar()
@@ -532,6 +539,53 @@ def test_acknowledged_writes_are_durable_unless_the_operator_opts_out(store_url:
 
     durable, relaxed = ("full", "normal") if store_url.startswith("sqlite") else ("on", "off")
     assert setting(True) == durable and setting(False) == relaxed
+    assert setting(True, lazy=True) == relaxed and setting(False, lazy=True) == relaxed
+
+
+def test_only_writes_nobody_is_told_about_skip_the_sync(store: SqlJobStore) -> None:
+    """Submits and completions are acknowledged: durable. Claims, heartbeats and log lines are not."""
+    durable = [store.db.engine]
+    lazy = [store.db.lazy_engine] if store.db.is_sqlite else []
+    first, second = submit(store), submit(store)
+    claimed = store.queue.claim("w", [ECHO], 30)
+    assert claimed is not None
+    beat = _statements(store, lambda: store.queue.heartbeat(claimed.id, "w", 30), durable + lazy)
+    logs = _statements(
+        store, lambda: store.queue.append_logs(claimed.id, [("step 1/1", "INFO")]), durable + lazy
+    )
+    done = _statements(store, lambda: store.queue.complete(claimed, "w", {"ok": 1}), lazy)
+    if store.db.is_sqlite:  # on the engine that never syncs, never on the other one
+        assert beat and logs and not done
+    else:
+        assert all("synchronous_commit = off" in " ".join(sql) for sql in (beat, logs))
+    assert submit(store).status == IN_QUEUE and fetch(store, first).output_json == '{"ok": 1}'
+    assert fetch(store, second).status == IN_QUEUE
+
+
+def test_finish_and_claim_records_a_batch_and_claims_the_next_in_one_commit(store: SqlJobStore) -> None:
+    first, second = submit(store), submit(store)
+    third, fourth = submit(store, endpoint="test/other"), submit(store)
+    a, b = store.queue.claim("w", [ECHO], 30), store.queue.claim("w", [ECHO], 30)
+    assert a is not None and b is not None and (a.id, b.id) == (first.id, second.id)
+    batch = [Finished(a, {"ok": 1}, None, 0.5, [("step 1/1", "INFO")]), Finished(b, None, FAILED, 0.1)]
+    result: list[tuple[list[bool], list[Job]]] = []
+    sql = _statements(
+        store,
+        lambda: result.append(store.queue.finish_and_claim(batch, "w", [ECHO, "test/other"], 30, limit=5)),
+    )
+    assert sum(s.startswith(("BEGIN", "COMMIT")) for s in sql) <= 1  # one transaction (PG: BEGIN is implicit)
+    done, following = result[0]
+    assert done == [True, True] and [j.id for j in following] == [third.id, fourth.id]  # claim order
+    assert fetch(store, first).output_json == '{"ok": 1}' and fetch(store, first).inference_time == 0.5
+    assert [line.message for line in store.queue.logs(first.id)] == ["step 1/1"]
+    assert fetch(store, second).error_type == FAILED.error_type
+    assert all(
+        fetch(store, j).status == IN_PROGRESS and fetch(store, j).worker_id == "w" for j in (third, fourth)
+    )
+    # Nothing left to claim. A lost lease: not completed (another worker has it now), nothing claimed.
+    assert store.queue.finish_and_claim([Finished(following[0], {"ok": 3})], "w", [ECHO], 30) == ([True], [])
+    assert store.queue.finish_and_claim([Finished(following[0], {"ok": 4})], "w", [ECHO], 30) == ([False], [])
+    assert fetch(store, third).output_json == '{"ok": 3}'
 
 
 def test_submit_takes_the_callers_job_id(store: SqlJobStore) -> None:

@@ -9,6 +9,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from pulid_server.api.services.completions import CompletionWaiters
 from pulid_server.api.services.pruner import Pruner
 from pulid_server.api.services.reaper import Reaper
 from pulid_server.api.services.signing import WebhookSigner
+from pulid_server.api.services.submitter import SubmitBatcher
 from pulid_server.api.services.supervisor import Supervisor
 from pulid_server.api.services.watch import JobWatch
 from pulid_server.api.services.webhooks import WebhookDispatcher
@@ -54,21 +56,24 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
         pruner = Pruner(store, blobs, settings.retention_policy(), settings.prune_every_seconds)
         completions = CompletionWaiters()
         completions.bind(asyncio.get_running_loop())
-        watch = JobWatch(store.queue, settings.max_streams_per_key)
+        watch = JobWatch(store.queue, settings.max_streams_per_key, inline=store.inline_reads)
         inputs = InputStager(settings, blobs)
+        submitter = SubmitBatcher(store.queue)
 
-        def on_done(job_id: str) -> None:  # a supervised worker finished a job (a doorbell thread)
-            completions.announce(job_id)
+        def on_done(job_id: str, result: dict[str, Any] | None) -> None:  # a supervised worker finished a job
+            completions.announce(job_id, result)
             watch.announce(job_id)
 
-        supervisor = Supervisor(settings, workers, on_done=on_done) if workers > 0 else None
+        loop = asyncio.get_running_loop()
+        supervisor = Supervisor(settings, workers, on_done=on_done, loop=loop) if workers > 0 else None
         app.state.pulid = AppState(
-            settings, store, blobs, signer, pruner, inputs, watch, supervisor, completions
+            settings, store, blobs, signer, pruner, inputs, watch, submitter, supervisor, completions
         )
         dispatcher.start()
         reaper.start()
         pruner.start()
         watch.start()
+        submitter.start()
         if supervisor:
             supervisor.start()
         # What exists now lives as long as the process: keep it out of full garbage collections, which
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
                 supervisor.stop()
             pruner.stop()
             await watch.stop()
+            submitter.stop()
             inputs.close()
             reaper.stop()
             dispatcher.stop()

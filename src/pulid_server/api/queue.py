@@ -32,6 +32,7 @@ from pulid_server.store import (
     JobState,
     LogLine,
     QueueFull,
+    Submission,
 )
 
 REQUEST_ID_HEADER = "x-fal-request-id"
@@ -144,10 +145,13 @@ async def enqueue(
     *,
     webhook_url: str | None = None,
     max_queue_length: int | None = None,
+    durable: bool = True,
 ) -> Job:
     """Check the prompt (blocklist) and the queue headers, store the request's images (api/inputs.py), then
     persist the job (before anyone is answered). `max_queue_length`: fal_max_queue_length, 429 when the
-    endpoint's queue holds that many already."""
+    endpoint's queue holds that many already. `durable=False` (sync /run, whose caller hears of the job only
+    with its result): the job's commit does not wait for the disk; its result's commit does, and puts it
+    there too."""
     if blocked := blocked_term(body, tuple(state.settings.prompt_blocklist)):
         name, term = blocked
         message = f"{name} contains a blocked term ({term!r})"
@@ -168,8 +172,8 @@ async def enqueue(
     job_id = str(uuid.uuid4())
     staged = await state.inputs.stage(endpoint, body, key_id, job_id, public_base(request))
     try:
-        job, created = await asyncio.to_thread(
-            lambda: state.store.queue.submit(
+        job, created = await state.submitter.submit(  # group commit: api/services/submitter.py
+            Submission(
                 endpoint_id=endpoint.id,
                 owner_key_id=key_id,
                 input_json=staged.input_json,
@@ -186,6 +190,7 @@ async def enqueue(
                 store_io=platform.store_io,
                 output_lifetime=platform.output_lifetime,
                 job_id=job_id,
+                durable=durable,
             )
         )
     except BaseException as exc:

@@ -1,9 +1,10 @@
 """Sync run: `POST /run/{endpoint_id}` queues the request like a submit and answers with its result."""
 
 import asyncio
+import dataclasses
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from pulid_server import failures
 from pulid_server.api.auth import require_key
@@ -32,19 +33,23 @@ async def wait_for_completion(state: AppState, request: Request, job: Job) -> Jo
     """Wait until the job completes (woken by a local worker, else polling the store); cancel it and
     return None if the caller goes away."""
     started = asyncio.get_running_loop().time()
-    current: JobState = job
-    while current.status != COMPLETED:
+    while True:
         waited = asyncio.get_running_loop().time() - started
-        await state.completions.wait(
-            job.id, poll_delay(waited, MAX_POLL_SECONDS, state.supervisor is not None)
-        )
-        if await request.is_disconnected():
+        pause = poll_delay(waited, MAX_POLL_SECONDS, state.supervisor is not None)
+        announced = await state.completions.wait(job.id, pause)
+        if not announced and await request.is_disconnected():
             await asyncio.to_thread(state.store.queue.cancel, job.id, job.owner_key_id)
             return None
-        latest: JobState | None = await state.read(state.store.queue.state, job.id, None)
-        current = latest or current
-    finished: Job | None = await state.read(state.store.queue.get, job.id, None)
-    return finished or job
+        if announced and (result := state.completions.result(job.id)) is not None:
+            return dataclasses.replace(job, status=COMPLETED, **result)  # handed over by its worker
+        # Announced: its whole row at once. Else the light columns, until it is done.
+        read = state.store.queue.get if announced else state.store.queue.state
+        latest: JobState | None = await state.read(read, job.id, None)
+        if latest is not None and latest.status == COMPLETED:
+            if isinstance(latest, Job):
+                return latest
+            finished: Job | None = await state.read(state.store.queue.get, job.id, None)
+            return finished or job
 
 
 def build_run_router(endpoints: list[Endpoint]) -> APIRouter:
@@ -67,8 +72,8 @@ def _add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         body: input_model = Body(...),  # type: ignore[valid-type]
         key_id: str = Depends(require_key),
         state: AppState = Depends(app_state),
-    ) -> JSONResponse:
-        job = await enqueue(state, request, endpoint, body, key_id)
+    ) -> Response:
+        job = await enqueue(state, request, endpoint, body, key_id, durable=False)
         done = await wait_for_completion(state, request, job)
         if done is None:
             return failure_response(failures.request_error(499, "Client disconnected"))

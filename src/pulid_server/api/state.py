@@ -13,6 +13,7 @@ from pulid_server.api.inputs import InputStager
 from pulid_server.api.services.completions import CompletionWaiters
 from pulid_server.api.services.pruner import Pruner
 from pulid_server.api.services.signing import WebhookSigner
+from pulid_server.api.services.submitter import SubmitBatcher
 from pulid_server.api.services.supervisor import Supervisor
 from pulid_server.api.services.watch import JobWatch
 from pulid_server.config import Settings
@@ -31,6 +32,7 @@ class AppState:
     pruner: Pruner
     inputs: InputStager
     watch: JobWatch
+    submitter: SubmitBatcher
     supervisor: Supervisor | None = None
     completions: CompletionWaiters = field(default_factory=CompletionWaiters)
 

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterator
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from pulid_server.store.database import Database
 from pulid_server.store.records import IN_PROGRESS, IN_QUEUE, FinishedJob, QueueDepth, WorkerInfo
@@ -22,11 +22,12 @@ from pulid_server.store.schema import jobs, runner_hints, webhooks, workers
 WORKER_ROW_TTL_SECONDS = 86400.0  # rows of workers gone this long are pruned when a worker registers
 
 
+_TOUCH = update(workers).where(workers.c.worker_id == bindparam("worker"))  # SET: the execute's other keys
+
+
 def touch_worker(conn: Connection, worker_id: str, job_id: str | None) -> None:
     """Mark a worker alive (running `job_id`, or idle), inside the caller's transaction."""
-    conn.execute(
-        update(workers).where(workers.c.worker_id == worker_id).values(last_seen=time.time(), job_id=job_id)
-    )
+    conn.execute(_TOUCH, {"worker": worker_id, "last_seen": time.time(), "job_id": job_id})
 
 
 class SqlClusterView:

@@ -10,11 +10,19 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from pulid_server.policy import KeyPolicy
 from pulid_server.store.database import Database
 from pulid_server.store.schema import api_keys
+
+# Every request reads this: built once (building a statement costs more than running it on SQLite).
+_POLICY = select(api_keys.c.safety_mode, api_keys.c.safety_action).where(
+    api_keys.c.key_id == bindparam("key_id")
+)  # every job reads it (worker/loop.py)
+_SECRET_HASH = select(api_keys.c.secret_hash).where(
+    api_keys.c.key_id == bindparam("key_id"), api_keys.c.revoked_at.is_(None)
+)
 
 
 def hash_secret(secret: str) -> str:
@@ -46,11 +54,7 @@ class SqlKeyStore:
         if not sep or not key_id or len(key_id) > 64:
             return None
         with self._db.read() as conn:
-            row = conn.execute(
-                select(api_keys.c.secret_hash).where(
-                    api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)
-                )
-            ).first()
+            row = conn.execute(_SECRET_HASH, {"key_id": key_id}).first()
         if row is None:
             return None
         return key_id if hmac.compare_digest(row.secret_hash, hash_secret(secret)) else None
@@ -72,9 +76,7 @@ class SqlKeyStore:
 
     def key_policy(self, key_id: str) -> KeyPolicy:
         with self._db.read() as conn:
-            row = conn.execute(
-                select(api_keys.c.safety_mode, api_keys.c.safety_action).where(api_keys.c.key_id == key_id)
-            ).first()
+            row = conn.execute(_POLICY, {"key_id": key_id}).first()
         return KeyPolicy.parse(row.safety_mode, row.safety_action) if row else KeyPolicy()
 
     def set_key_policy(self, key_id: str, policy: KeyPolicy) -> bool:

@@ -15,13 +15,16 @@ from pulid_server.failures import Failure
 from pulid_server.policy import KeyPolicy
 from pulid_server.store.records import (
     Expired,
+    Finished,
     FinishedJob,
     Job,
     JobProgress,
     JobState,
     LogLine,
     QueueDepth,
+    QueueFull,
     RetentionPolicy,
+    Submission,
     WebhookTask,
     WorkerInfo,
 )
@@ -89,6 +92,11 @@ class JobQueue(Protocol):
         output files are kept, math.inf: forever; None: the node's retention). `job_id`: the id to give
         it (the caller may have stored files under it already); a new UUID when None. Its place in the
         queue is fair across keys (see `claim`)."""
+        ...
+
+    def submit_many(self, subs: list[Submission]) -> list[tuple[Job, bool] | QueueFull]:
+        """`submit` each, in order, committed together (group commit: one sync to disk for all). A
+        submission past a cap gets its QueueFull in its place in the list; the others are queued."""
         ...
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
@@ -160,6 +168,20 @@ class JobQueue(Protocol):
         """Record the end of a job we hold (and its webhook, in the same transaction). False if our lease
         was lost (someone else owns it now). `images_checked/flagged`: the safety checker's counts, if
         it ran."""
+        ...
+
+    def finish_and_claim(
+        self,
+        finished: list[Finished],
+        worker_id: str,
+        endpoint_ids: list[str] | None = None,
+        lease_seconds: float = 0.0,
+        limit: int = 1,
+        hint_seconds: float = 0.0,
+    ) -> tuple[list[bool], list[Job]]:
+        """`complete` each of `finished` (after writing its last log lines), and `claim` up to `limit` next
+        jobs of `endpoint_ids` (none when None; `hint_seconds` as in `claim`), all in one transaction: ([completed, per job], the jobs
+        claimed, in claim order). A busy worker commits once per batch of jobs, not three times per job."""
         ...
 
     def reap(self, max_attempts: int) -> None:

@@ -13,7 +13,6 @@ Queue positions count the same order (priority, vt, seq), so they always match w
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -22,10 +21,12 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Row,
+    Select,
+    bindparam,
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
@@ -44,12 +45,16 @@ from pulid_server.store.records import (
     COMPLETED,
     IN_PROGRESS,
     IN_QUEUE,
+    Finished,
     Job,
     JobProgress,
     JobState,
     LogLine,
     QueueFull,
+    StorageFull,
+    Submission,
     field_names,
+    result_columns,
 )
 from pulid_server.store.retention import OWN_OUTPUT_LIFETIME
 from pulid_server.store.schema import job_logs, jobs, runner_hints
@@ -57,6 +62,29 @@ from pulid_server.store.schema import job_logs, jobs, runner_hints
 _PG_SUBMIT_LOCK = 0x70756C6964 + 1  # advisory lock that makes the queue caps exact across API nodes
 _STATE_COLUMNS = [jobs.c[name] for name in field_names(JobState)]
 _CHUNK = 500  # ids per IN (...) list: well under every backend's bound on query parameters
+
+# The statements of a job's hot path, built once: building one costs more than running it on SQLite.
+_INSERT = insert(jobs).returning(*jobs.c)
+_GET = select(jobs).where(jobs.c.id == bindparam("id"))
+_GET_OWNED = _GET.where(jobs.c.owner_key_id == bindparam("owner"))
+_STATE = select(*_STATE_COLUMNS).where(jobs.c.id == bindparam("id"))
+_STATE_OWNED = _STATE.where(jobs.c.owner_key_id == bindparam("owner"))
+_IDEMPOTENT = select(jobs).where(
+    jobs.c.owner_key_id == bindparam("owner"), jobs.c.idempotency_key == bindparam("key")
+)
+_HAS_QUEUED = (
+    select(jobs.c.seq)
+    .where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(bindparam("endpoints", expanding=True)))
+    .limit(1)
+)
+_CANCEL_REQUESTED = select(jobs.c.cancel_requested).where(jobs.c.id == bindparam("id"))
+_BEAT = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job"), jobs.c.worker_id == bindparam("worker"), jobs.c.status == IN_PROGRESS
+    )
+    .values(lease_until=bindparam("until"))
+)
 
 
 class SqlJobQueue:
@@ -85,82 +113,65 @@ class SqlJobQueue:
         output_lifetime: float | None = None,
         job_id: str | None = None,
     ) -> tuple[Job, bool]:
-        if idempotency_key:
-            existing = self._find_idempotent(owner_key_id, idempotency_key)
-            if existing:
-                return existing, False
-        now = time.time()
-        values = dict(
-            id=job_id or str(uuid.uuid4()),
+        sub = Submission(
             endpoint_id=endpoint_id,
             owner_key_id=owner_key_id,
-            status=IN_QUEUE,
-            priority=priority,
             input_json=input_json,
             base_url=base_url,
+            priority=priority,
             webhook_url=webhook_url,
+            start_timeout=start_timeout,
             idempotency_key=idempotency_key,
-            created_at=now,
-            start_deadline=now + start_timeout if start_timeout else None,
-            attempts=0,
-            cancel_requested=False,
+            max_queue_per_key=max_queue_per_key,
+            max_queue_total=max_queue_total,
+            max_endpoint_queue=max_endpoint_queue,
             runner_hint=runner_hint,
             no_retry=no_retry,
             store_io=store_io,
-            # Its own lifetime for its outputs (NULL with the bit: never); without the bit, the node's clock.
-            output_lifetime=output_lifetime if output_lifetime and math.isfinite(output_lifetime) else None,
-            retention=0 if output_lifetime is None else OWN_OUTPUT_LIFETIME,
+            output_lifetime=output_lifetime,
+            job_id=job_id,
         )
+        result = self.submit_many([sub])[0]
+        if isinstance(result, QueueFull):
+            raise result
+        return result
+
+    def submit_many(self, subs: list[Submission]) -> list[tuple[Job, bool] | QueueFull]:
+        """Group commit: every submission in one transaction, one sync to disk for all of them. A
+        submission that fails on its own (a database error) sends the batch back one by one."""
         try:
-            with self._db.tx() as conn:
+            with self._db.tx(lazy=not any(sub.durable for sub in subs)) as conn:
                 if not self._db.is_sqlite:
                     # Count-then-insert races between API nodes under READ COMMITTED; one transaction-scoped
                     # lock serializes submits (held for a few ms), as SQLite's single writer already does.
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SUBMIT_LOCK})
-                queued = select(func.count()).select_from(jobs).where(jobs.c.status == IN_QUEUE)
-                if conn.execute(queued).scalar_one() >= max_queue_total:
-                    raise QueueFull("the queue is full")
-                mine = queued.where(jobs.c.owner_key_id == owner_key_id)
-                if conn.execute(mine).scalar_one() >= max_queue_per_key:
-                    raise QueueFull("this key has too many queued requests")
-                if max_endpoint_queue is not None:  # the caller's fal_max_queue_length
-                    endpoint_queue = queued.where(jobs.c.endpoint_id == endpoint_id)
-                    if conn.execute(endpoint_queue).scalar_one() >= max_endpoint_queue:
-                        raise QueueFull(
-                            f"the queue of {endpoint_id} is longer than fal_max_queue_length={max_endpoint_queue}"
-                        )
-                values["vt"] = _virtual_start(conn, owner_key_id, priority)
-                row = conn.execute(insert(jobs).values(**values).returning(*jobs.c)).one()
-        except IntegrityError:
-            # Two submits raced with the same Idempotency-Key: the other one won.
-            existing = self._find_idempotent(owner_key_id, idempotency_key or "")
-            if existing is None:
-                raise
-            return existing, False
-        return Job.from_row(row), True
+                return [_submit(conn, sub) for sub in subs]
+        except Exception as exc:
+            if len(subs) > 1 and not isinstance(exc, StorageFull):
+                return [self.submit_many([sub])[0] for sub in subs]
+            if isinstance(exc, IntegrityError) and subs[0].idempotency_key:
+                # Two submits raced with the same Idempotency-Key on another node: the other one won.
+                existing = self._find_idempotent(subs[0].owner_key_id, subs[0].idempotency_key)
+                if existing is not None:
+                    return [(existing, False)]
+            raise
 
     def _find_idempotent(self, owner_key_id: str, key: str) -> Job | None:
         with self._db.read() as conn:
-            row = conn.execute(
-                select(jobs).where(jobs.c.owner_key_id == owner_key_id, jobs.c.idempotency_key == key)
-            ).first()
+            row = conn.execute(_IDEMPOTENT, {"owner": owner_key_id, "key": key}).first()
         return Job.from_row(row) if row else None
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
-        query = select(jobs).where(jobs.c.id == job_id)
-        if owner_key_id is not None:
-            query = query.where(jobs.c.owner_key_id == owner_key_id)
+        query, params = _by_id(_GET, _GET_OWNED, job_id, owner_key_id)
         with self._db.read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(query, params).first()
         return Job.from_row(row) if row else None
 
     def state(self, job_id: str, owner_key_id: str | None = None) -> JobState | None:
-        query = select(*_STATE_COLUMNS).where(jobs.c.id == job_id)
-        if owner_key_id is not None:
-            query = query.where(jobs.c.owner_key_id == owner_key_id)
+        query, params = _by_id(_STATE, _STATE_OWNED, job_id, owner_key_id)
         with self._db.read() as conn:
-            row = conn.execute(query).first()
-        return JobState.from_row(row) if row else None
+            row = conn.execute(query, params).first()
+        return JobState(*row) if row else None  # the columns are in JobState's field order
 
     def queue_position(self, job: JobState) -> int:
         ahead = (
@@ -230,42 +241,14 @@ class SqlJobQueue:
     # -- worker side ------------------------------------------------------------------------------------
 
     def has_queued(self, endpoint_ids: list[str]) -> bool:
-        query = (
-            select(jobs.c.seq).where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(endpoint_ids)).limit(1)
-        )
         with self._db.read() as conn:
-            return conn.execute(query).first() is not None
+            return conn.execute(_HAS_QUEUED, {"endpoints": endpoint_ids}).first() is not None
 
     def claim(
         self, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float = 0.0
     ) -> Job | None:
-        now = time.time()
-        with self._db.tx() as conn:
-            next_seq = (
-                select(jobs.c.seq)
-                .where(
-                    jobs.c.status == IN_QUEUE,
-                    jobs.c.endpoint_id.in_(endpoint_ids),
-                    _not_hinted_elsewhere(worker_id, now - hint_seconds),
-                )
-                .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.seq == next_seq, jobs.c.status == IN_QUEUE)
-                .values(
-                    status=IN_PROGRESS,
-                    worker_id=worker_id,
-                    lease_until=now + lease_seconds,
-                    started_at=now,
-                    attempts=jobs.c.attempts + 1,
-                )
-                .returning(*jobs.c)
-            ).first()
-        return Job.from_row(row) if row else None
+        with self._db.tx(lazy=True) as conn:  # a claim lost to a power loss only runs the job again
+            return _claim(conn, worker_id, endpoint_ids, lease_seconds, hint_seconds)
 
     def reap(self, max_attempts: int) -> None:
         now = time.time()
@@ -356,27 +339,20 @@ class SqlJobQueue:
         return res.rowcount == 1
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
-        with self._db.tx() as conn:
-            res = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == IN_PROGRESS)
-                .values(lease_until=time.time() + lease_seconds)
-            )
+        with self._db.tx(lazy=True) as conn:
+            params = {"job": job_id, "worker": worker_id, "until": time.time() + lease_seconds}
+            res = conn.execute(_BEAT, params)
             touch_worker(conn, worker_id, job_id)  # a busy worker is a live one
         return res.rowcount == 1
 
     def log(self, job_id: str, message: str, level: str = "INFO") -> None:
-        with self._db.tx() as conn:
+        with self._db.tx(lazy=True) as conn:
             _log(conn, job_id, message, level)
 
     def append_logs(self, job_id: str, lines: list[tuple[str, str]]) -> bool:
-        now = time.time()
-        with self._db.tx() as conn:
-            conn.execute(
-                insert(job_logs),
-                [{"job_id": job_id, "ts": now, "level": lv, "message": m} for m, lv in lines],
-            )
-            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+        with self._db.tx(lazy=True) as conn:  # a log line lost to a power loss is only a log line
+            _append_logs(conn, job_id, lines)
+            return bool(conn.execute(_CANCEL_REQUESTED, {"id": job_id}).scalar())
 
     def complete(
         self,
@@ -388,18 +364,46 @@ class SqlJobQueue:
         images_checked: int | None = None,
         images_flagged: int | None = None,
     ) -> bool:
+        done = Finished(
+            job, output, failure, inference_time, images_checked=images_checked, images_flagged=images_flagged
+        )
+        return self.finish_and_claim([done], worker_id)[0][0]
+
+    def finish_and_claim(
+        self,
+        finished: list[Finished],
+        worker_id: str,
+        endpoint_ids: list[str] | None = None,
+        lease_seconds: float = 0.0,
+        limit: int = 1,
+        hint_seconds: float = 0.0,
+    ) -> tuple[list[bool], list[Job]]:
         with self._db.tx() as conn:
-            return self._finish(
-                conn,
-                job,
-                output,
-                failure,
-                only_if_status=IN_PROGRESS,
-                worker_id=worker_id,
-                inference_time=inference_time,
-                images_checked=images_checked,
-                images_flagged=images_flagged,
-            )
+            done = []
+            for f in finished:
+                if f.logs:
+                    _append_logs(conn, f.job.id, f.logs)
+                done.append(
+                    self._finish(
+                        conn,
+                        f.job,
+                        f.output,
+                        f.failure,
+                        only_if_status=IN_PROGRESS,
+                        worker_id=worker_id,
+                        inference_time=f.inference_time,
+                        images_checked=f.images_checked,
+                        images_flagged=f.images_flagged,
+                        columns=f.columns,
+                    )
+                )
+            following: list[Job] = []
+            while endpoint_ids and len(following) < limit:
+                job = _claim(conn, worker_id, endpoint_ids, lease_seconds, hint_seconds)
+                if job is None:
+                    break
+                following.append(job)
+        return done, following
 
     @staticmethod
     def _finish(
@@ -414,33 +418,27 @@ class SqlJobQueue:
         expired_at: float | None = None,
         images_checked: int | None = None,
         images_flagged: int | None = None,
+        columns: dict[str, Any] | None = None,
     ) -> bool:
-        where = [jobs.c.id == job.id, jobs.c.status == only_if_status]
-        if worker_id is not None:
-            where.append(jobs.c.worker_id == worker_id)
-        if expired_at is not None:  # only if the lease is still expired now (not renewed since it was read)
-            where.append(jobs.c.lease_until < expired_at)
         now = time.time()
+        # The SET clause is the statement's, plus the keys of `values` that name columns: one statement
+        # of four, built once.
         values: dict[str, Any] = dict(
+            job=job.id,
+            only_if=only_if_status,
+            holder=worker_id,
+            expired_at=expired_at,  # only if the lease is still expired now (not renewed since it was read)
+            finished_now=now,
             status=COMPLETED,
             finished_at=now,
             lease_until=None,
             images_checked=images_checked,
             images_flagged=images_flagged,
-            outputs_expire_at=literal(now) + jobs.c.output_lifetime,  # NULL unless it has its own lifetime
         )
         if inference_time is not None:
             values["inference_time"] = inference_time
-        if failure is None:
-            values["output_json"] = json.dumps(output)
-        else:
-            values.update(
-                error=failure.message,
-                error_type=failure.error_type,
-                error_status=failure.status,
-                error_body_json=json.dumps(failure.body()),
-            )
-        res = conn.execute(update(jobs).where(*where).values(**values))
+        values.update(columns if columns is not None else result_columns(output, failure))
+        res = conn.execute(_FINISH[worker_id is not None, expired_at is not None], values)
         if res.rowcount != 1:
             return False
         if job.webhook_url:
@@ -450,7 +448,7 @@ class SqlJobQueue:
         return True
 
 
-def _not_hinted_elsewhere(worker_id: str, since: float) -> ColumnElement[bool]:
+def _not_hinted_elsewhere(worker_id: Any, since: Any) -> ColumnElement[bool]:
     """X-Fal-Runner-Hint, best effort: a job whose hint another worker used since `since` is left to that
     worker (it holds the hint's state); once that window has passed, any worker takes it."""
     held = exists().where(
@@ -469,22 +467,94 @@ def _hold_hint(conn: Connection, hint: str, worker_id: str, now: float) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["hint"], set_=row))
 
 
-def _virtual_start(conn: Connection, owner_key_id: str, priority: int) -> int:
+def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
+    """One submission inside the submit transaction: an idempotent replay, a refusal, or a new job."""
+    if sub.idempotency_key:  # inside the transaction: a replay in the same batch sees the first one
+        found = conn.execute(_IDEMPOTENT, {"owner": sub.owner_key_id, "key": sub.idempotency_key}).first()
+        if found:
+            return Job.from_row(found), False
+    params = {"owner": sub.owner_key_id, "priority": sub.priority, "endpoint": sub.endpoint_id}
+    counts = conn.execute(_SUBMIT_VIEW, params).one()
+    if counts.queued >= sub.max_queue_total:
+        return QueueFull("the queue is full")
+    if counts.mine >= sub.max_queue_per_key:
+        return QueueFull("this key has too many queued requests")
+    if sub.max_endpoint_queue is not None and counts.endpoint >= sub.max_endpoint_queue:
+        return QueueFull(
+            f"the queue of {sub.endpoint_id} is longer than fal_max_queue_length={sub.max_endpoint_queue}"
+        )
+    now = time.time()
+    lifetime = sub.output_lifetime
+    values = dict(
+        id=sub.job_id or str(uuid.uuid4()),
+        endpoint_id=sub.endpoint_id,
+        owner_key_id=sub.owner_key_id,
+        status=IN_QUEUE,
+        priority=sub.priority,
+        vt=_virtual_start(counts),
+        input_json=sub.input_json,
+        base_url=sub.base_url,
+        webhook_url=sub.webhook_url,
+        idempotency_key=sub.idempotency_key,
+        created_at=now,
+        start_deadline=now + sub.start_timeout if sub.start_timeout else None,
+        attempts=0,
+        cancel_requested=False,
+        runner_hint=sub.runner_hint,
+        no_retry=sub.no_retry,
+        store_io=sub.store_io,
+        # Its own lifetime for its outputs (NULL with the bit: never); without the bit, the node's clock.
+        output_lifetime=lifetime if lifetime and math.isfinite(lifetime) else None,
+        retention=0 if lifetime is None else OWN_OUTPUT_LIFETIME,
+    )
+    return Job.from_row(conn.execute(_INSERT, values).one()), True
+
+
+def _by_id(any_owner: Any, owned: Any, job_id: str, owner_key_id: str | None) -> tuple[Any, dict[str, str]]:
+    if owner_key_id is None:
+        return any_owner, {"id": job_id}
+    return owned, {"id": job_id, "owner": owner_key_id}
+
+
+def _claim(
+    conn: Connection, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float
+) -> Job | None:
+    now = time.time()
+    params = {
+        "endpoints": endpoint_ids,
+        "worker": worker_id,
+        "since": now - hint_seconds,
+        "until": now + lease_seconds,
+        "now": now,
+    }
+    row = conn.execute(_CLAIM, params).first()
+    return Job.from_row(row) if row else None
+
+
+def _submit_view() -> Select[int, int, int, Any, Any, Any]:
+    """What a submit checks, in one pass over the unfinished jobs: the queue caps, and the virtual times
+    `_virtual_start` needs (the newest running job's, the oldest queued one's, this key's last queued one's)."""
+    queued, running = jobs.c.status == IN_QUEUE, jobs.c.status == IN_PROGRESS
+    mine, same_class = jobs.c.owner_key_id == bindparam("owner"), jobs.c.priority == bindparam("priority")
+    return select(
+        func.count().filter(queued).label("queued"),
+        func.count().filter(queued & mine).label("mine"),
+        func.count().filter(queued & (jobs.c.endpoint_id == bindparam("endpoint"))).label("endpoint"),
+        func.max(jobs.c.vt).filter(running & same_class).label("running_vt"),
+        func.min(jobs.c.vt).filter(queued & same_class).label("queued_vt"),
+        func.max(jobs.c.vt).filter(queued & same_class & mine).label("last_vt"),
+    ).where(jobs.c.status.in_((IN_QUEUE, IN_PROGRESS)))
+
+
+_SUBMIT_VIEW = _submit_view()
+
+
+def _virtual_start(counts: Row[Any]) -> int:
     """A new job's vt: one turn after the key's last queued job of this priority, but not before the queue's
     current turn (the newest running job's vt, else the oldest queued one's), so that an idle key joins the
     current round instead of replaying the rounds it missed."""
-    same_class = jobs.c.priority == priority
-    running = select(func.max(jobs.c.vt)).where(jobs.c.status == IN_PROGRESS, same_class)
-    clock = conn.execute(running).scalar()
-    if clock is None:
-        clock = conn.execute(
-            select(func.min(jobs.c.vt)).where(jobs.c.status == IN_QUEUE, same_class)
-        ).scalar()
-    last = conn.execute(
-        select(func.max(jobs.c.vt)).where(
-            jobs.c.owner_key_id == owner_key_id, jobs.c.status == IN_QUEUE, same_class
-        )
-    ).scalar()
+    clock = counts.running_vt if counts.running_vt is not None else counts.queued_vt
+    last = counts.last_vt
     return max(int(clock or 0), -1 if last is None else int(last) + 1)
 
 
@@ -501,5 +571,53 @@ def _ranks(conn: Connection, queued: list[JobState]) -> dict[str, int]:
     return {job_id: int(rank) - 1 for job_id, rank in conn.execute(ranked) if job_id in wanted}
 
 
+def _append_logs(conn: Connection, job_id: str, lines: list[tuple[str, str]]) -> None:
+    now = time.time()
+    conn.execute(
+        insert(job_logs), [{"job_id": job_id, "ts": now, "level": lv, "message": m} for m, lv in lines]
+    )
+
+
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:
     conn.execute(insert(job_logs).values(job_id=job_id, ts=time.time(), level=level, message=message))
+
+
+_CLAIM = (
+    update(jobs)
+    .where(
+        jobs.c.seq
+        == (
+            select(jobs.c.seq)
+            .where(
+                jobs.c.status == IN_QUEUE,
+                jobs.c.endpoint_id.in_(bindparam("endpoints", expanding=True)),
+                _not_hinted_elsewhere(bindparam("worker"), bindparam("since")),
+            )
+            .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+        jobs.c.status == IN_QUEUE,
+    )
+    .values(
+        status=IN_PROGRESS,
+        worker_id=bindparam("worker"),
+        lease_until=bindparam("until"),
+        started_at=bindparam("now"),
+        attempts=jobs.c.attempts + 1,
+    )
+    .returning(*jobs.c)
+)
+_FINISH = {
+    (holder, expired): update(jobs)
+    .where(
+        jobs.c.id == bindparam("job"),
+        jobs.c.status == bindparam("only_if"),
+        *([jobs.c.worker_id == bindparam("holder")] if holder else []),
+        *([jobs.c.lease_until < bindparam("expired_at")] if expired else []),
+    )
+    .values(outputs_expire_at=bindparam("finished_now") + jobs.c.output_lifetime)  # NULL without its own
+    for holder in (False, True)
+    for expired in (False, True)
+}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from pulid_server.failures import Failure
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 PRIORITIES = {"normal": 0, "low": 1}
@@ -17,6 +20,63 @@ class QueueFull(Exception):
 
 class StorageFull(Exception):
     """A write the database refused for lack of space (a full disk or quota); the driver's error is its cause."""
+
+
+@dataclass
+class Submission:
+    """One request to queue (JobQueue.submit_many); the fields are `submit`'s arguments."""
+
+    endpoint_id: str
+    owner_key_id: str
+    input_json: str
+    base_url: str
+    priority: int = 0
+    webhook_url: str | None = None
+    start_timeout: float | None = None
+    idempotency_key: str | None = None
+    max_queue_per_key: int = 10**9
+    max_queue_total: int = 10**9
+    max_endpoint_queue: int | None = None
+    runner_hint: str | None = None
+    no_retry: bool = False
+    store_io: bool = True
+    output_lifetime: float | None = None
+    job_id: str | None = None
+    # False when nobody is told of the job before its result (sync /run): its commit need not wait for the
+    # disk, since the durable commit of its result puts it there first (SQLite's WAL and PostgreSQL's are
+    # flushed in order).
+    durable: bool = True
+
+
+@dataclass
+class Finished:
+    """A job a worker ran, to record (JobQueue.finish_and_claim): its output, or the failure that ended it,
+    and the log lines not written yet."""
+
+    job: Job
+    output: dict[str, Any] | None = None
+    failure: Failure | None = None
+    inference_time: float | None = None
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (message, level)
+    images_checked: int | None = None  # the safety checker's counts, if it ran
+    images_flagged: int | None = None
+
+    @functools.cached_property
+    def columns(self) -> dict[str, Any]:
+        """Its result as stored (`result_columns`), encoded once for the store and the API's doorbell."""
+        return result_columns(self.output, self.failure)
+
+
+def result_columns(output: dict[str, Any] | None, failure: Failure | None) -> dict[str, Any]:
+    """The columns of a job's result, as the store keeps them: the output's JSON, or the failure's."""
+    if failure is None:
+        return {"output_json": json.dumps(output)}
+    return {
+        "error": failure.message,
+        "error_type": failure.error_type,
+        "error_status": failure.status,
+        "error_body_json": json.dumps(failure.body()),
+    }
 
 
 @dataclass

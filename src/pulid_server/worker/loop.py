@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ from pulid_server.endpoints import (
 )
 from pulid_server.failures import Failure
 from pulid_server.model import loaded_families
-from pulid_server.store import Job
+from pulid_server.store import Finished, Job
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
@@ -61,6 +62,13 @@ OOM_EXIT_CODE = 75  # the supervisor restarts the process; the CUDA context may 
 FAST_POLL_SECONDS = 0.005
 FAST_POLL_WINDOW_SECONDS = 1.0
 BACKOFF_START_SECONDS, BACKOFF_MAX_SECONDS = 0.5, 30.0
+# Jobs that cost less than this together are claimed, run and recorded in batches of up to BATCH_CLAIM: one
+# commit (one sync to disk) per batch instead of one per job, for endpoints that answer in microseconds.
+# A batch that took longer is followed by one job at a time, and a job of a batch that turns out slow
+# gives the rest of its batch back to the queue at once: a slow model never holds jobs it has not
+# started for longer than one job, and other workers get them.
+CHEAP_BATCH_SECONDS = 0.005
+BATCH_CLAIM = 8
 
 
 @dataclass
@@ -86,6 +94,10 @@ class Worker:
         self.blobs = self.settings.blob_store()
         self.stopping = threading.Event()
         self.doorbell = WorkerDoorbell(self.config.wake_fd, self.config.done_fd, self.stopping)
+        self.doorbell.watch_parent()
+        self.channel = JobChannel(
+            self.store.queue, self.worker_id, self.settings.lease_seconds, self.settings.heartbeat_seconds
+        )
         self.runners: dict[str, tuple[Endpoint, Runner]] = {}
         self.presets: dict[str, str] = {}  # endpoint id -> the model preset its runner loaded, if any
         self.checker: SafetyChecker | None = None
@@ -154,30 +166,34 @@ class Worker:
     def _loop(self, ids: list[str]) -> int:
         last_job = -FAST_POLL_WINDOW_SECONDS
         pause = 0.0  # before the next claim, after a store or storage failure
+        claimed: deque[Job] = deque()  # claimed with the last commit, not started yet
+        rung = False  # the API queued something: claim without looking first
         while not self.stopping.is_set():
             try:
-                job = self._claim(ids)
+                self._maybe_reap()  # also while every commit claims the next jobs
+                if not claimed and (job := self._claim(ids, look_first=not rung)) is not None:
+                    claimed.append(job)
             except Exception as exc:  # noqa: BLE001 - the store is back later; the model stays loaded
                 pause = _longer(pause)
                 log.warning("the job store failed (%s); retrying in %.1f s", _reason(exc), pause)
                 self.stopping.wait(pause)
                 continue
-            if job is None:
+            if not claimed:
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
                 poll = self.settings.poll_seconds
-                self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
+                rung = self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
                 continue
-            outcome = self.process(job)
+            outcome = self._work(claimed, ids)
             if outcome.fatal:
                 return OOM_EXIT_CODE
             pause = _longer(pause) if outcome.retry else 0.0
             self.stopping.wait(pause)
             last_job = time.monotonic()
+        self._give_back(claimed)
         return 0
 
-    def _claim(self, ids: list[str]) -> Job | None:
-        self._maybe_reap()
-        if not self.store.queue.has_queued(ids):
+    def _claim(self, ids: list[str], look_first: bool) -> Job | None:
+        if look_first and not self.store.queue.has_queued(ids):  # idle polls take no write lock
             return None
         return self.store.queue.claim(
             self.worker_id, ids, self.settings.lease_seconds, self.settings.runner_hint_seconds
@@ -204,68 +220,127 @@ class Worker:
             self._last_seen = time.monotonic()
             self.store.cluster.worker_seen(self.worker_id)  # idle beat; job heartbeats refresh it while busy
 
-    def process(self, job: Job) -> Outcome:
+    def _work(self, claimed: deque[Job], ids: list[str]) -> Outcome:
+        """Run the claimed jobs, then record them in one commit that also claims the next ones (into
+        `claimed`). The outcome says whether one was fatal, or is to be retried."""
+        finished: list[Finished] = []
+        summary = Outcome()
+        try:
+            while claimed and not summary.fatal:
+                job = claimed.popleft()
+                if not self._lease_left(job):  # its batch ran long: let it go, never run it twice
+                    self._give_back(deque([job]))
+                    continue
+                outcome, done = self._run_one(job)
+                summary.fatal |= outcome.fatal
+                summary.retry |= outcome.retry
+                if done is not None:
+                    finished.append(done)
+                    if claimed and (done.inference_time or 0.0) >= CHEAP_BATCH_SECONDS:
+                        self._give_back(claimed)  # not cheap after all: to whichever worker is free
+        except KeyboardInterrupt:  # a second signal: record what ran, give back the rest
+            self._settle(finished, None)
+            self._give_back(claimed)
+            raise
+        if summary.fatal or self.stopping.is_set():
+            self._settle(finished, None)
+            self._give_back(claimed)
+            return summary
+        cost = sum(f.inference_time or 0.0 for f in finished)
+        claimed.extend(self._settle(finished, ids, BATCH_CLAIM if cost < CHEAP_BATCH_SECONDS else 1))
+        return summary
+
+    def _lease_left(self, job: Job) -> bool:
+        """Whether a job claimed with others still has half its lease: its heartbeats start only with it."""
+        return job.lease_until is None or job.lease_until - time.time() > self.settings.lease_seconds / 2
+
+    def _run_one(self, job: Job) -> tuple[Outcome, Finished | None]:
+        """Run a job: its outcome, and what to record (None: given back to the queue already)."""
         endpoint, runner = self.runners[job.endpoint_id]
-        channel = JobChannel(
-            self.store.queue,
-            job.id,
-            self.worker_id,
-            self.settings.lease_seconds,
-            self.settings.heartbeat_seconds,
-        )
-        channel.start()
+        self.channel.begin(job.id)
         started = time.perf_counter()
         try:
-            outcome = self._run(endpoint, runner, job, channel)
+            outcome = self._run(endpoint, runner, job, self.channel)
         except KeyboardInterrupt:
-            channel.close()
+            self.channel.end()
             self.store.queue.release(job, self.worker_id)
             log.info("job %s returned to the queue", job.id)
             raise
-        channel.close()  # its log lines land before the job completes
+        lines = self.channel.end()  # written with the job's end, before it
         elapsed = time.perf_counter() - started
-        if outcome.retry:
-            full = failures.STORAGE_FULL
-            self._record(
+        if not outcome.retry:
+            done = Finished(
                 job,
-                lambda: self.store.queue.retry_later(job, self.worker_id, full, self.settings.max_attempts),
-            )
-        elif self._record(
-            job,
-            lambda: self.store.queue.complete(
-                job,
-                self.worker_id,
                 outcome.output,
                 outcome.failure,
-                inference_time=elapsed,
+                elapsed,
+                lines,
                 images_checked=outcome.images_checked,
                 images_flagged=outcome.images_flagged,
-            ),
-        ):
-            self.doorbell.done(job.id)
-        return outcome
+            )
+            return outcome, done
+        full = failures.STORAGE_FULL
 
-    def _record(self, job: Job, write: Callable[[], bool]) -> bool:
-        """Write a job's end. A store error is retried while the job's lease lasts; past that, the job is
-        requeued by its lease, as if this worker had died."""
+        def give_back() -> bool:
+            if lines:
+                self.store.queue.append_logs(job.id, lines)
+            return self.store.queue.retry_later(job, self.worker_id, full, self.settings.max_attempts)
+
+        self._record(job.id, give_back)
+        return outcome, None
+
+    def _settle(self, finished: list[Finished], ids: list[str] | None, limit: int = 1) -> list[Job]:
+        """Record finished jobs and claim up to `limit` next ones of `ids`, in one commit; the jobs claimed."""
+        if not finished and not ids:
+            return []
+        result: list[tuple[list[bool], list[Job]]] = []
+
+        def write() -> bool:
+            lease = self.settings.lease_seconds
+            hint = self.settings.runner_hint_seconds
+            result[:] = [self.store.queue.finish_and_claim(finished, self.worker_id, ids, lease, limit, hint)]
+            return True
+
+        if not self._record(", ".join(f.job.id for f in finished) or "(claim)", write):
+            return []
+        done, following = result[0]
+        for f, ok in zip(finished, done, strict=True):
+            if ok:
+                self.doorbell.done(f.job.id, f.columns)
+            else:
+                log.warning("job %s: lease lost before completion; result dropped", f.job.id)
+        return following
+
+    def _give_back(self, claimed: deque[Job]) -> None:
+        """Jobs claimed but not started (asked to stop, or a fatal job before them) go back to the queue."""
+        while claimed:
+            job = claimed.popleft()
+            try:
+                self.store.queue.release(job, self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - its lease requeues it instead
+                log.warning("job %s: could not give it back (%s)", job.id, _reason(exc))
+
+    def _record(self, what: str, write: Callable[[], bool]) -> bool:
+        """Write jobs' ends (`what`: their ids). A store error is retried while their leases last; past
+        that, they are requeued by their leases, as if this worker had died."""
         deadline = time.monotonic() + self.settings.lease_seconds / 2
         pause = 0.0
         while True:
             try:
                 if write():
                     return True
-                log.warning("job %s: lease lost before completion; result dropped", job.id)
+                log.warning("job %s: lease lost before completion; result dropped", what)
                 return False
             except Exception as exc:  # noqa: BLE001 - retried below
                 pause = _longer(pause)
                 if time.monotonic() + pause > deadline:
                     log.error(
                         "job %s: its end could not be recorded (%s); its lease will requeue it",
-                        job.id,
+                        what,
                         _reason(exc),
                     )
                     return False
-                log.warning("job %s: recording its end failed (%s); retrying", job.id, _reason(exc))
+                log.warning("job %s: recording its end failed (%s); retrying", what, _reason(exc))
                 time.sleep(pause)
 
     def _run(self, endpoint: Endpoint, runner: Runner, job: Job, channel: JobChannel) -> Outcome:

@@ -1,49 +1,72 @@
-"""Coroutines of the API waiting for a job to finish, woken when a supervised worker announces it."""
+"""Coroutines of the API waiting for a job to finish, woken when a supervised worker announces it (with its
+result, when small: a sync /run answers without reading it back)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import OrderedDict, defaultdict
+from typing import Any
 
 
 class CompletionWaiters:
-    """Waits keyed by job id; `announce` is called from the doorbell threads."""
+    """Waits keyed by job id; `announce` may be called from any thread."""
 
     REMEMBERED = 10_000  # recently finished ids, so that a wait starting just after the news returns at once
 
     def __init__(self) -> None:
-        self._events: defaultdict[str, list[asyncio.Event]] = defaultdict(list)
+        self._waiters: defaultdict[str, list[asyncio.Future[bool]]] = defaultdict(list)
         self._done: OrderedDict[str, None] = OrderedDict()
+        self._results: dict[str, dict[str, Any]] = {}  # announced results that a wait has yet to take
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        """Called on the loop's thread."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
 
-    async def wait(self, job_id: str, timeout: float) -> None:
-        """Sleep up to `timeout`, returning early if the job is (or was just) announced as done."""
+    async def wait(self, job_id: str, timeout: float) -> bool:
+        """Sleep up to `timeout`, returning early (True) if the job is (or was just) announced as done."""
         if job_id in self._done:
-            return
-        event = asyncio.Event()
-        self._events[job_id].append(event)
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._waiters[job_id].append(future)
+        timer = loop.call_later(timeout, _settle, future, False)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
+            return await future
         finally:
-            waiters = self._events.get(job_id)
+            timer.cancel()
+            waiters = self._waiters.get(job_id)
             if waiters is not None:
-                waiters.remove(event)
+                waiters.remove(future)
                 if not waiters:
-                    del self._events[job_id]
+                    del self._waiters[job_id]
 
-    def announce(self, job_id: str) -> None:
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        """The result columns announced with the job (worker/doorbell.py), once; None if not announced."""
+        return self._results.pop(job_id, None)
+
+    def announce(self, job_id: str, result: dict[str, Any] | None = None) -> None:
         """Thread-safe: wake every coroutine waiting for `job_id`."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake, job_id)
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:  # the loop's own reader (api/services/doorbell.py)
+            self._wake(job_id, result)
+        else:
+            self._loop.call_soon_threadsafe(self._wake, job_id, result)
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, result: dict[str, Any] | None) -> None:
         self._done[job_id] = None
         if len(self._done) > self.REMEMBERED:
-            self._done.popitem(last=False)
-        for event in self._events.get(job_id, ()):
-            event.set()
+            self._results.pop(self._done.popitem(last=False)[0], None)
+        waiters = self._waiters.get(job_id, ())
+        if result is not None and waiters:  # kept only for a request waiting now: memory stays bounded
+            self._results[job_id] = result
+        for future in waiters:
+            _settle(future, True)
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)

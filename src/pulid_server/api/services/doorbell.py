@@ -1,26 +1,42 @@
 """The API's side of the wake-up pipes to one supervised worker process (embedded mode).
 
-`ring` writes a byte to the worker's `wake` pipe when a job is queued; a thread reads the finished job
-ids (one per line) that the worker writes to its `done` pipe. The worker's side is worker/doorbell.py.
+`ring` writes a byte to the worker's `wake` pipe when a job is queued; the finished job ids (one per line)
+that the worker writes to its `done` pipe are read by the API's event loop when one is given (no thread
+in between: each hop is a scheduler wake-up on a busy machine), else by a thread. The worker's side is
+worker/doorbell.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 
 class ParentDoorbell:
-    """Ring one worker's wake pipe; read its done pipe in a thread, calling `on_done(job_id)`."""
+    """Ring one worker's wake pipe; read its done pipe (on `loop`, else in a thread), calling
+    `on_done(job_id, result columns or None)` there."""
 
-    def __init__(self, on_done: Callable[[str], None]):
+    def __init__(
+        self,
+        on_done: Callable[[str, dict[str, Any] | None], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ):
         self.wake_read, self.wake_write = os.pipe()
         self.done_read, self.done_write = os.pipe()
         os.set_blocking(self.wake_write, False)
         os.set_blocking(self.wake_read, False)
         self._on_done = on_done
-        threading.Thread(target=self._read_done, daemon=True, name="doorbell").start()
+        if loop is None:
+            threading.Thread(target=self._read_done, daemon=True, name="doorbell").start()
+        else:
+            os.set_blocking(self.done_read, False)
+            self._partial = b""
+            # add_reader is not thread-safe, and workers are restarted from the supervisor's thread
+            loop.call_soon_threadsafe(loop.add_reader, self.done_read, self._readable, loop)
 
     def child_fds(self) -> tuple[int, int]:
         """(wake_fd, done_fd): the ends the worker process inherits."""
@@ -37,10 +53,30 @@ class ParentDoorbell:
         except OSError:  # full pipe (the worker is awake anyway) or a worker that just died
             pass
 
+    def _readable(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            data = os.read(self.done_read, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is gone
+            loop.remove_reader(self.done_read)
+            os.close(self.done_read)
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._announce(line)
+
     def _read_done(self) -> None:
         with os.fdopen(self.done_read, "rb") as stream:
             for line in stream:
-                self._on_done(line.decode().strip())
+                self._announce(line.rstrip(b"\n"))
+
+    def _announce(self, line: bytes) -> None:
+        """`job_id`, or `job_id<TAB>result columns as JSON` (worker/doorbell.py)."""
+        job_id, _, record = line.partition(b"\t")
+        self._on_done(job_id.decode().strip(), json.loads(record) if record else None)
 
     def close(self) -> None:
         try:

@@ -13,6 +13,7 @@ so a Ctrl-C that reached the worker too (its first signal) still lets the job fi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pulid_server import endpoints
 from pulid_server.api.services.doorbell import ParentDoorbell
@@ -37,10 +39,12 @@ class Supervisor:
         settings: Settings,
         count: int,
         drain_seconds: float = 30.0,
-        on_done: Callable[[str], None] = lambda job_id: None,
+        on_done: Callable[[str, dict[str, Any] | None], None] = lambda job_id, result: None,
         groups: list[list[str]] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ):
         self.settings = settings
+        self.loop = loop  # reads the workers' done pipes (api/services/doorbell.py)
         if groups is None:
             endpoints.load_builtin_and_extra(settings.extra_endpoints)
             groups = plan_worker_groups(settings, endpoints.all_endpoints())
@@ -64,7 +68,7 @@ class Supervisor:
         self._thread.start()
 
     def _spawn(self, i: int) -> None:
-        bell = ParentDoorbell(self.on_done)
+        bell = ParentDoorbell(self.on_done, self.loop)
         with self._bells_lock:
             old, self.bells[i] = self.bells[i], bell
             if old is not None:

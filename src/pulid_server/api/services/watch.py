@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ POSITION_SECONDS = 0.5  # queue positions are read this often, or less: see _pos
 # run a batch per turn of the event loop, and streams whose only news is a new position are woken
 # evenly over the time until positions are read again, at most this many a second.
 WAKE_BATCH = 50
+INLINE_ROWS = 20  # followed jobs read on the event loop itself when the store's reads are inline (SQLite)
 POSITION_WAKES_PER_SECOND = 1000
 
 
@@ -68,8 +70,9 @@ class Follower:
 
 
 class JobWatch:
-    def __init__(self, queue: JobQueue, max_per_key: int, tick: float = TICK_SECONDS):
+    def __init__(self, queue: JobQueue, max_per_key: int, tick: float = TICK_SECONDS, inline: bool = False):
         self._queue = queue
+        self._inline = inline  # SQLite: a read never waits for a lock (AppState.read)
         self._max_per_key = max_per_key
         self._tick = tick
         self._entries: dict[str, _Entry] = {}
@@ -78,10 +81,11 @@ class JobWatch:
         self._newcomers = False  # a job is followed whose queue position has not been read yet
         self._positions: OrderedDict[str, _Entry] = OrderedDict()  # streams to wake for a new position
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         self._task = self._loop.create_task(self._run(), name="job-watch")
 
     async def stop(self) -> None:
@@ -102,7 +106,11 @@ class JobWatch:
 
     def announce(self, job_id: str) -> None:
         """Thread-safe: a job finished (a supervised worker said so); read the followed jobs now."""
-        if self._loop is not None and job_id in self._entries:
+        if self._loop is None or job_id not in self._entries:
+            return
+        if threading.get_ident() == self._loop_thread:  # the loop's own reader (api/services/doorbell.py)
+            self._poke.set()
+        else:
             self._loop.call_soon_threadsafe(self._poke.set)
 
     def _release(self, job: JobState) -> None:
@@ -127,8 +135,11 @@ class JobWatch:
                 continue
             with_positions = self._newcomers or time.monotonic() - positions_at >= self._position_interval()
             self._newcomers = False
-            try:  # in a thread: for many jobs this read takes milliseconds, too long for the event loop
-                rows = await asyncio.to_thread(self._queue.progress, ids, positions=with_positions)
+            try:  # in a thread, unless it is a few rows of SQLite: for many jobs it takes milliseconds
+                if self._inline and len(ids) <= INLINE_ROWS:
+                    rows = self._queue.progress(ids, positions=with_positions)
+                else:
+                    rows = await asyncio.to_thread(self._queue.progress, ids, positions=with_positions)
             except Exception:  # noqa: BLE001 - the store is back at a later tick; streams keep waiting
                 log.exception("reading followed jobs failed")
                 continue

@@ -1,0 +1,72 @@
+"""Group commit of submits (api/services/submitter.py over JobQueue.submit_many), on SQLite and PostgreSQL:
+a burst shares transactions, and each request gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from pulid_server.api.services.submitter import SubmitBatcher
+from pulid_server.store import IN_QUEUE, Job, QueueFull, SqlJobStore, Submission
+
+ECHO = "test/echo"
+
+
+def _sub(owner: str = "k1", **kw: Any) -> Submission:
+    return Submission(endpoint_id=ECHO, owner_key_id=owner, input_json="{}", base_url="http://x", **kw)
+
+
+def _commits(store: SqlJobStore) -> list[int]:
+    seen: list[int] = []
+    for engine in {id(e): e for e in (store.db.engine, store.db.lazy_engine)}.values():
+        event.listen(engine, "commit", lambda _conn: seen.append(1))
+    return seen
+
+
+def test_a_burst_of_submits_shares_commits_and_each_gets_its_own_answer(store: SqlJobStore) -> None:
+    commits = _commits(store)
+    subs = [_sub("k2" if i % 5 == 0 else "k1", max_queue_per_key=10) for i in range(16)]  # k1: 12, 2 too many
+
+    async def burst() -> list[Any]:
+        batcher = SubmitBatcher(store.queue)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(s) for s in subs), return_exceptions=True)
+        finally:
+            batcher.stop()
+
+    results = asyncio.run(burst())
+    refused = [r for r in results if isinstance(r, QueueFull)]
+    queued = [r[0] for r in results if isinstance(r, tuple)]
+    assert len(refused) == 2 and len(queued) == 14 and len({j.id for j in queued}) == 14
+    assert all(j.status == IN_QUEUE and store.queue.get(j.id) is not None for j in queued)
+    assert len(commits) < len(subs) / 2  # in a few transactions, not one per submit
+
+
+def test_submit_many_replays_an_idempotency_key_within_one_batch(store: SqlJobStore) -> None:
+    first, again, other = store.queue.submit_many(
+        [_sub(idempotency_key="same"), _sub(idempotency_key="same"), _sub(idempotency_key="else")]
+    )
+    assert isinstance(first, tuple) and isinstance(again, tuple) and isinstance(other, tuple)
+    assert first[1] and not again[1] and other[1]
+    assert again[0].id == first[0].id != other[0].id
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_only_a_sync_runs_submit_skips_the_sync_to_disk(store: SqlJobStore, durable: bool) -> None:
+    """A /run's job (durable=False) is committed lazily: its result's durable commit syncs it."""
+    seen: list[str] = []
+    lazy = store.db.lazy_engine if store.db.is_sqlite else None
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append("lazy" if lazy is not None and conn.engine is lazy else statement)
+
+    for engine in {id(e): e for e in (store.db.engine, store.db.lazy_engine)}.values():
+        event.listen(engine, "before_cursor_execute", record)
+    result = store.queue.submit_many([_sub(durable=durable)])[0]
+    assert isinstance(result, tuple) and isinstance(result[0], Job)
+    skipped = "lazy" in seen if store.db.is_sqlite else any("synchronous_commit = off" in s for s in seen)
+    assert skipped is not durable

@@ -56,17 +56,27 @@ def test_submit_many_replays_an_idempotency_key_within_one_batch(store: SqlJobSt
 
 
 @pytest.mark.parametrize("durable", [True, False])
-def test_only_a_sync_runs_submit_skips_the_sync_to_disk(store: SqlJobStore, durable: bool) -> None:
-    """A /run's job (durable=False) is committed lazily: its result's durable commit syncs it."""
+def test_only_a_sync_runs_writes_skip_the_sync_to_disk(store: SqlJobStore, durable: bool) -> None:
+    """A /run's job (durable=False) is submitted and completed lazily: its caller gets the result in the
+    response. A queued job's submit and result wait for the disk."""
     seen: list[str] = []
     lazy = store.db.lazy_engine if store.db.is_sqlite else None
 
     def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append("lazy" if lazy is not None and conn.engine is lazy else statement)
 
+    def skipped_sync() -> bool:
+        found = "lazy" in seen if store.db.is_sqlite else any("synchronous_commit = off" in s for s in seen)
+        seen.clear()
+        return found
+
     for engine in {id(e): e for e in (store.db.engine, store.db.lazy_engine)}.values():
         event.listen(engine, "before_cursor_execute", record)
     result = store.queue.submit_many([_sub(durable=durable)])[0]
-    assert isinstance(result, tuple) and isinstance(result[0], Job)
-    skipped = "lazy" in seen if store.db.is_sqlite else any("synchronous_commit = off" in s for s in seen)
-    assert skipped is not durable
+    assert isinstance(result, tuple) and isinstance(result[0], Job) and result[0].durable is durable
+    assert skipped_sync() is not durable
+    claimed = store.queue.claim("w", [result[0].endpoint_id], 30)
+    assert claimed is not None and claimed.durable is durable
+    seen.clear()
+    assert store.queue.complete(claimed, "w", {"ok": 1})
+    assert skipped_sync() is not durable

@@ -380,6 +380,7 @@ ADDED_COLUMNS = {
         )
     ],
     5: [("jobs", "vt"), ("upload_grants", "uses_left")],
+    6: [("jobs", "durable")],
 }
 
 
@@ -406,7 +407,7 @@ def test_a_v1_database_is_migrated_to_record_presets(store: SqlJobStore, store_u
     assert upgraded.cluster.recent_workers(10)[0].presets == {"fal-ai/pulid": "official"}
     with upgraded.db.engine.begin() as conn:
         version = conn.execute(select(server_values.c.value).where(server_values.c.name == "schema_version"))
-        assert version.scalar() == str(SCHEMA_VERSION) == "5"
+        assert version.scalar() == str(SCHEMA_VERSION) == "6"
     upgraded.close()
 
 

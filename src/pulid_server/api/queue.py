@@ -149,9 +149,8 @@ async def enqueue(
 ) -> Job:
     """Check the prompt (blocklist) and the queue headers, store the request's images (api/inputs.py), then
     persist the job (before anyone is answered). `max_queue_length`: fal_max_queue_length, 429 when the
-    endpoint's queue holds that many already. `durable=False` (sync /run, whose caller hears of the job only
-    with its result): the job's commit does not wait for the disk; its result's commit does, and puts it
-    there too."""
+    endpoint's queue holds that many already. `durable=False` (sync /run, whose caller gets the result in
+    the response): neither the job's commit nor its result's waits for the disk (store/database.py)."""
     if blocked := blocked_term(body, tuple(state.settings.prompt_blocklist)):
         name, term = blocked
         message = f"{name} contains a blocked term ({term!r})"

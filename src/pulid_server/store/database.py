@@ -13,10 +13,12 @@ SQLite writers of every process on the machine queue for the write lock in the k
 lock file beside the database), instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms... between
 tries: under load, API submits and worker completions collide on every job.
 
-Writes nobody is told about (`tx(lazy=True)`: a claim, a heartbeat, log lines, the job of a sync /run,
-whose caller hears of it only with its result) never wait for the disk: losing one to a power loss only
-runs a job again, drops a log line or a request nobody was answered for, and the next durable commit
-puts them on disk too (SQLite's WAL is synced as a whole; PostgreSQL flushes its WAL in order).
+Writes that no caller relies on later (`tx(lazy=True)`: a claim, a heartbeat, log lines, and a sync
+/run's job and result, which its caller gets in the response itself) never wait for the disk: losing one
+to a power loss only runs a job again, drops a log line, or forgets a sync /run whose caller was answered
+(or never was), and the next durable commit puts them on disk too (SQLite's WAL is synced as a whole;
+PostgreSQL flushes its WAL in order). A process crash (kill -9) loses none of them: a commit is in the
+operating system's hands once it returns.
 """
 
 from __future__ import annotations

@@ -59,12 +59,18 @@ def _v5_fair_queue_and_counted_grants(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE upload_grants ADD COLUMN uses_left INTEGER NOT NULL DEFAULT 1"))
 
 
+def _v6_job_durability(conn: Connection) -> None:
+    """jobs.durable: existing jobs keep waiting for the disk."""
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN durable BOOLEAN NOT NULL DEFAULT true"))
+
+
 # version -> the step that brings a database from version - 1 to it.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_worker_presets,
     3: _v3_content_policy,
     4: _v4_platform_headers_and_retention,
     5: _v5_fair_queue_and_counted_grants,
+    6: _v6_job_durability,
 }
 
 

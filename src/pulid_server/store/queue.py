@@ -378,7 +378,8 @@ class SqlJobQueue:
         limit: int = 1,
         hint_seconds: float = 0.0,
     ) -> tuple[list[bool], list[Job]]:
-        with self._db.tx() as conn:
+        # A sync /run's result goes to its caller in the response; its row need not wait for the disk.
+        with self._db.tx(lazy=not any(f.job.durable for f in finished)) as conn:
             done = []
             for f in finished:
                 if f.logs:
@@ -506,6 +507,7 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         # Its own lifetime for its outputs (NULL with the bit: never); without the bit, the node's clock.
         output_lifetime=lifetime if lifetime and math.isfinite(lifetime) else None,
         retention=0 if lifetime is None else OWN_OUTPUT_LIFETIME,
+        durable=sub.durable,
     )
     return Job.from_row(conn.execute(_INSERT, values).one()), True
 

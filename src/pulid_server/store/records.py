@@ -42,9 +42,8 @@ class Submission:
     store_io: bool = True
     output_lifetime: float | None = None
     job_id: str | None = None
-    # False when nobody is told of the job before its result (sync /run): its commit need not wait for the
-    # disk, since the durable commit of its result puts it there first (SQLite's WAL and PostgreSQL's are
-    # flushed in order).
+    # False when nobody is told of the job before its result (sync /run): neither its submit nor its result
+    # waits for the disk (jobs.durable; store/database.py).
     durable: bool = True
 
 
@@ -129,6 +128,7 @@ class Job(JobState):
     no_retry: bool = False
     store_io: bool = True
     retention: int = 0  # what of it is gone, and which clock its outputs follow (store/retention.py)
+    durable: bool = True  # whether its writes wait for the disk (False: a sync /run)
 
     @property
     def input(self) -> dict[str, Any]:

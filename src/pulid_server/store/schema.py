@@ -21,9 +21,10 @@ from sqlalchemy import (
 
 # Bump only for changes that `create_all` cannot make by itself (new columns, changed meanings), and add
 # the step to store/migrate.py. New tables and indexes need no bump: they are created at start-up.
-SCHEMA_VERSION = 5  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
+SCHEMA_VERSION = 6  # 2: workers.presets; 3: per-key content policy (api_keys), safety checker counts (jobs)
 # 4: fal's platform headers and data retention (jobs: runner_hint ... prune_until)
 # 5: fair turns across keys (jobs.vt), counted upload grants (upload_grants.uses_left)
+# 6: jobs.durable (whether a job's writes wait for the disk: false for a sync /run)
 metadata = MetaData()
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived queues.
@@ -80,6 +81,9 @@ jobs = Table(
     Column("runner_hint", String(200)),
     Column("no_retry", Boolean, nullable=False, default=False, server_default=false()),
     Column("store_io", Boolean, nullable=False, default=True, server_default=true()),
+    # False for a sync /run, whose caller hears of the job only in the response that carries its result:
+    # neither its submit nor its result waits for the disk (store/database.py).
+    Column("durable", Boolean, nullable=False, default=True, server_default=true()),
     # Retention (v4; store/retention.py). `retention` says which clock the outputs follow and what is gone
     # (bits in store/retention.py). With its own lifetime (X-Fal-Object-Lifecycle-Preference) the outputs
     # expire at `outputs_expire_at` (set at completion from `output_lifetime`; NULL there: never);

@@ -26,11 +26,10 @@ def fill(srv: Server, folder: Path) -> Path:
     """Fill `folder` as the server sees it (through /proc/<pid>/root) until the disk says no."""
     assert srv.proc is not None
     filler = Path(f"/proc/{srv.proc.pid}/root") / folder.relative_to("/") / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: closing it has nothing left to write
         try:
             for _ in range(10_000):
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler

@@ -20,6 +20,18 @@ def wait_status(client: httpx.Client, url: str, status: str, timeout: float = 30
     return body
 
 
+def wait_running(client: httpx.Client, url: str, timeout: float = 30) -> None:
+    """Until the job has logged a step. IN_PROGRESS alone is not enough: a job handed to an idle worker is
+    stored IN_PROGRESS a moment before that worker starts it (api/services/doorbell.py)."""
+    deadline = time.monotonic() + timeout
+    while not any(
+        line["message"].startswith("step")
+        for line in client.get(url, params={"logs": 1}).json().get("logs") or []
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_restart_loses_no_queued_or_finished_job(fresh_server: Server) -> None:
     srv = fresh_server
     srv.workers = 0  # API only: jobs stay queued
@@ -70,7 +82,7 @@ def test_external_kill_9_of_worker_mid_job(fresh_server: Server) -> None:
     srv = fresh_server.start()
     with srv.client() as c:
         sub = c.post("/queue/test/echo", json={"steps": 40, "step_seconds": 0.05}).json()
-        wait_status(c, sub["status_url"], "IN_PROGRESS")
+        wait_running(c, sub["status_url"])
         [pid] = srv.worker_pids()
         os.kill(pid, signal.SIGKILL)
         done = wait_completed(c, sub["status_url"], timeout=60)
@@ -93,7 +105,7 @@ def test_sigterm_drains_the_running_job(fresh_server: Server) -> None:
     srv = fresh_server.start()
     with srv.client() as c:
         sub = c.post("/queue/test/echo", json={"steps": 10, "step_seconds": 0.1}).json()
-        wait_status(c, sub["status_url"], "IN_PROGRESS")
+        wait_running(c, sub["status_url"])
     srv.stop(signal.SIGTERM)
     srv.start()
     with srv.client() as c:

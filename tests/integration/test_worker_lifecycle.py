@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_reliability import wait_status
+from tests.integration.test_reliability import wait_running
 from tests.servers import Server
 
 
@@ -85,7 +85,7 @@ def test_a_worker_whose_api_process_dies_finishes_its_job_then_exits(fresh_serve
     srv = fresh_server.start()
     with srv.client() as c:
         sub = c.post("/queue/test/echo", json={"steps": 20, "step_seconds": 0.1}).json()
-        wait_status(c, sub["status_url"], "IN_PROGRESS")
+        wait_running(c, sub["status_url"])
     [worker] = srv.worker_pids()
     assert srv.proc is not None
     srv.proc.kill()
@@ -101,7 +101,7 @@ def test_a_signal_to_the_whole_process_group_drains_the_running_job(fresh_server
     srv = fresh_server.start()
     with srv.client() as c:
         sub = c.post("/queue/test/echo", json={"steps": 15, "step_seconds": 0.1}).json()
-        wait_status(c, sub["status_url"], "IN_PROGRESS")
+        wait_running(c, sub["status_url"])
     assert srv.proc is not None
     os.killpg(srv.proc.pid, sig)  # what the terminal does on Ctrl-C: every process of the group
     srv.proc.wait(60)

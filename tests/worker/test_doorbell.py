@@ -1,9 +1,11 @@
 """The wake-up and done pipes between the API (api/services/doorbell.py) and a supervised worker
-(worker/doorbell.py), as real pipes: rings, announcements with and without a result, the parent's end."""
+(worker/doorbell.py), as real pipes: rings, announcements with and without a result, the parent's end,
+and jobs handed to an idle worker."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -25,11 +27,11 @@ def test_rings_and_announcements_cross_the_pipes_and_a_closed_pipe_stops_the_wor
         wake_fd, done_fd = parent.child_fds()
         stopping = threading.Event()
         worker = WorkerDoorbell(wake_fd, done_fd, stopping)
-        idle = worker.wait(0.01)  # nothing queued: times out
+        idle = worker.wait(0.01).rung  # nothing queued: times out
         parent.ring()
         parent.ring()
-        rung = worker.wait(5.0)
-        drained = not worker.wait(0.01)  # both rings were one wake-up
+        rung = worker.wait(5.0).rung
+        drained = not worker.wait(0.01).rung  # both rings were one wake-up
         worker.done("a", {"output_json": '{"value": "x"}'})
         worker.done("b", {"output_json": "x" * MAX_ANNOUNCED_BYTES})  # too big: the API reads the store
         worker.done("c")
@@ -42,3 +44,47 @@ def test_rings_and_announcements_cross_the_pipes_and_a_closed_pipe_stops_the_wor
     assert not idle and rung
     assert announced == [("a", {"output_json": '{"value": "x"}'}), ("b", None), ("c", None)]
     assert gone and stopping
+
+
+def test_a_job_is_handed_only_to_a_worker_whose_idle_news_crossed_nothing_sent() -> None:
+    async def scenario() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        parent = ParentDoorbell(lambda _job_id, _result: None, asyncio.get_running_loop())
+        wake_fd, done_fd = parent.child_fds()
+        worker = WorkerDoorbell(wake_fd, done_fd, threading.Event())
+
+        async def news() -> None:  # the loop reads the done pipe
+            await asyncio.sleep(0.05)
+
+        seen["before"] = parent.reserve()  # the worker has said nothing yet
+        worker.idle("w-1")
+        worker.idle("w-1")  # said once per change: the second one writes nothing
+        await news()
+        seen["reserved"] = parent.reserve() and parent.worker_id == "w-1"
+        seen["twice"] = parent.reserve()  # taken until handed a job or let go
+        parent.unreserve()
+        seen["again"] = parent.reserve()
+        seen["sent"] = parent.hand("job-1")
+        seen["busy"] = parent.reserve()
+        wake = worker.wait(5.0)
+        seen["wake"] = (wake.rung, wake.handed)
+        worker.idle("w-1")  # it read the job: idle again once that job is done
+        parent.ring()  # ... but a job was queued meanwhile, which the worker has not read
+        await news()
+        seen["stale"] = parent.reserve()
+        seen["rung"] = (worker.wait(5.0).rung, worker.drain())
+        worker.idle("w-1")
+        await news()
+        seen["fresh"] = parent.reserve()
+        parent.hand("job-2")
+        seen["drained"] = worker.drain()  # a stopping worker gives these back to the queue
+        os.close(wake_fd)  # the worker died: a hand-off fails, and the API queues the job instead
+        seen["dead"] = parent.hand("job-3")
+        parent.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert not seen["before"] and seen["reserved"] and not seen["twice"] and seen["again"]
+    assert seen["sent"] and not seen["busy"] and seen["wake"] == (False, ["job-1"])
+    assert not seen["stale"] and seen["rung"] == (True, []) and seen["fresh"]
+    assert seen["drained"] == ["job-2"] and not seen["dead"]

@@ -170,6 +170,11 @@ async def enqueue(
     platform = platform_options(request.headers, state.settings)
     job_id = str(uuid.uuid4())
     staged = await state.inputs.stage(endpoint, body, key_id, job_id, public_base(request))
+    # An idle worker of this node takes the job as it is stored: no claim, no wait for a claim. Jobs with a
+    # runner hint go through the queue, where the hint's worker is preferred.
+    bell = None
+    if state.supervisor is not None and platform.runner_hint is None:
+        bell = state.supervisor.reserve_idle(endpoint.id)
     try:
         job, created = await state.submitter.submit(  # group commit: api/services/submitter.py
             Submission(
@@ -190,15 +195,26 @@ async def enqueue(
                 output_lifetime=platform.output_lifetime,
                 job_id=job_id,
                 durable=durable,
+                worker_id=bell.worker_id if bell is not None else None,
+                lease_seconds=state.settings.lease_seconds,
             )
         )
     except BaseException as exc:
+        if bell is not None:
+            bell.unreserve()
         await state.inputs.discard(staged.keys)  # not queued: its files must not stay behind
         if isinstance(exc, QueueFull):
             raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
         raise
     if not created:  # an idempotent replay: the first request's own files are the ones it uses
         await state.inputs.discard(staged.keys)
+    if bell is not None and created:
+        if bell.hand(job.id):
+            return job
+        # its worker just died: the job goes back to the queue for the next one
+        await asyncio.to_thread(state.store.queue.release, job, bell.worker_id)
+    elif bell is not None:
+        bell.unreserve()
     if state.supervisor is not None:
         state.supervisor.ring()
     return job
@@ -252,7 +268,7 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
             webhook_url=fal_webhook,
             max_queue_length=fal_max_queue_length,
         )
-        position = await state.read(state.store.queue.queue_position, job)
+        position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
         payload = {
             "status": IN_QUEUE,
             "request_id": job.id,

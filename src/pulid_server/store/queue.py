@@ -486,11 +486,16 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         )
     now = time.time()
     lifetime = sub.output_lifetime
+    handed = sub.worker_id is not None
     values = dict(
         id=sub.job_id or str(uuid.uuid4()),
         endpoint_id=sub.endpoint_id,
         owner_key_id=sub.owner_key_id,
-        status=IN_QUEUE,
+        status=IN_PROGRESS if handed else IN_QUEUE,
+        worker_id=sub.worker_id,
+        lease_until=now + sub.lease_seconds if handed else None,
+        started_at=now if handed else None,
+        attempts=1 if handed else 0,
         priority=sub.priority,
         vt=_virtual_start(counts),
         input_json=sub.input_json,
@@ -499,7 +504,6 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         idempotency_key=sub.idempotency_key,
         created_at=now,
         start_deadline=now + sub.start_timeout if sub.start_timeout else None,
-        attempts=0,
         cancel_requested=False,
         runner_hint=sub.runner_hint,
         no_retry=sub.no_retry,

@@ -45,6 +45,10 @@ class Submission:
     # False when nobody is told of the job before its result (sync /run): neither its submit nor its result
     # waits for the disk (jobs.durable; store/database.py).
     durable: bool = True
+    # Stored already claimed by this worker, with a lease of `lease_seconds` (handed to an idle worker of
+    # this node: api/services/doorbell.py); None: queued.
+    worker_id: str | None = None
+    lease_seconds: float = 0.0
 
 
 @dataclass

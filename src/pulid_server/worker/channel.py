@@ -37,11 +37,11 @@ class JobChannel:
         threading.Thread(target=self._loop, daemon=True, name="job-channel").start()
 
     def begin(self, job_id: str) -> None:
+        # No notify: the thread, idle, wakes every `_every` seconds, before this job's first beat is due.
         with self._news:
             self._job_id, self._lines = job_id, []
             self._cancelled.clear()
             self._next_beat = time.monotonic() + self._every
-            self._news.notify()
 
     def log(self, message: str, level: str = "INFO") -> None:
         with self._news:
@@ -64,7 +64,7 @@ class JobChannel:
     def _loop(self) -> None:
         while True:
             with self._news:
-                while (due := self._due()) is None or due > 0:
+                while (due := self._due()) > 0:
                     self._news.wait(due)
             with self._writing:
                 with self._news:
@@ -75,10 +75,10 @@ class JobChannel:
                 if job_id is not None:
                     self._write(job_id, batch, beat)
 
-    def _due(self) -> float | None:
-        """Seconds until there is something to write (<= 0: now); None without a job. Holds `_news`."""
+    def _due(self) -> float:
+        """Seconds until there is something to write (<= 0: now), or to look again. Holds `_news`."""
         if self._job_id is None:
-            return None
+            return self._every
         due = self._next_beat
         if self._lines:
             due = min(due, self._since + LINGER_SECONDS)

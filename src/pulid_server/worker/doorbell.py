@@ -1,11 +1,14 @@
 """The worker's side of its link to the API process that supervises it (embedded mode): the wake-up pipes,
 and dying with that process.
 
-The API writes a byte to `wake` when it queues a job (the idle worker stops waiting); the worker writes a
-finished job's id to `done`, with its result when small (a sync /run or a status stream answers at once,
-a /run without reading the result back). They only cut
-latency: the store stays the source of truth, and a worker without pipes (`pulid worker`) polls it.
-The API's side is api/services/doorbell.py.
+On `wake`, the API writes `!` when it queues a job (the idle worker stops waiting and claims it), or
+`<job id>\n` when it hands a job straight to this worker: the job was stored already claimed by it, so
+the worker reads it and runs it, with no claim. It hands one only to a worker that said it is idle: on
+`done`, the worker writes `+<events read> <worker id>\n` when it has nothing to do (events: the rings and
+hand-offs it has read, so that the API knows the news crossed nothing it sent since), and a finished job's
+id, with its result when small (a sync /run or a status stream answers at once, a /run without reading
+the result back). The pipes only cut latency: the store stays the source of truth, and a worker without
+pipes (`pulid worker`) polls it. The API's side is api/services/doorbell.py.
 
 A supervised worker must not outlive its API process (a restarted server would start a second one, with
 a second copy of the model in GPU memory). Two signs of the parent's death, either one enough:
@@ -29,12 +32,22 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("pulid.worker")
 ORPHAN_DRAIN_SECONDS = 60.0
 MAX_ANNOUNCED_BYTES = 16 * 1024  # a bigger result (inline images) is read from the store instead
 _PR_SET_PDEATHSIG = 1
+RING, IDLE = b"!", b"+"
+
+
+@dataclass
+class Wake:
+    """What a wait brought: a ring (a job was queued), and the ids of jobs handed to this worker."""
+
+    rung: bool = False
+    handed: list[str] = field(default_factory=list)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -59,6 +72,9 @@ class WorkerDoorbell:
         self._wake_fd, self._done_fd = wake_fd, done_fd
         self._stopping = stopping
         self.parent_gone = threading.Event()
+        self._events = 0  # rings and hand-offs read so far
+        self._told_idle: int | None = None  # `_events` when this worker last said it was idle
+        self._partial = b""
         if wake_fd is not None:
             os.set_blocking(wake_fd, False)
 
@@ -68,23 +84,40 @@ class WorkerDoorbell:
         if self._wake_fd is not None:
             threading.Thread(target=self._watch_hangup, daemon=True, name="doorbell").start()
 
-    def wait(self, timeout: float) -> bool:
-        """Whether the API rang (a job was queued) before `timeout`."""
+    def wait(self, timeout: float) -> Wake:
+        """What the API sent before `timeout`: a ring, jobs handed to this worker, or nothing."""
         if self._wake_fd is None or self.parent_gone.is_set():
             self._stopping.wait(timeout)
-            return False
+            return Wake()
         readable, _, _ = select.select([self._wake_fd], [], [], timeout)
-        if not readable:
-            return False
+        return self._read() if readable else Wake()
+
+    def drain(self) -> list[str]:
+        """The jobs handed to this worker and not read yet (it is stopping: they go back to the queue)."""
+        return self._read().handed if self._wake_fd is not None else []
+
+    def idle(self, worker_id: str) -> None:
+        """Tell the API that this worker has nothing to do, once per change (it may hand it a job now)."""
+        if self._done_fd is None or self._told_idle == self._events:
+            return
+        self._told_idle = self._events
+        self._send(IDLE + f"{self._events} {worker_id}".encode())
+
+    def _read(self) -> Wake:
         try:
-            data = os.read(self._wake_fd, 4096)  # every ring so far: one wake-up per batch of submits
+            data = os.read(self._wake_fd, 65536)  # type: ignore[arg-type]  # every ring so far: one wake-up
         except BlockingIOError:
-            return False
+            return Wake()
         except OSError:
             data = b""
         if not data:
             self._parent_went()
-        return bool(data)
+            return Wake()
+        rings = data.count(RING)
+        *lines, self._partial = (self._partial + data.replace(RING, b"")).split(b"\n")
+        handed = [line.decode() for line in lines if line]
+        self._events += rings + len(handed)
+        return Wake(rings > 0, handed)
 
     def done(self, job_id: str, columns: dict[str, Any] | None = None) -> None:
         """Announce a finished job; with its result's `columns` (as stored) when they are small, so that the
@@ -96,8 +129,11 @@ class WorkerDoorbell:
             record = json.dumps(columns).encode()  # no raw newline: JSON escapes them
             if len(record) <= MAX_ANNOUNCED_BYTES:
                 line += b"\t" + record
+        self._send(line)
+
+    def _send(self, line: bytes) -> None:
         try:
-            os.write(self._done_fd, line + b"\n")
+            os.write(self._done_fd, line + b"\n")  # type: ignore[arg-type]
         except OSError:  # the API went away; the store still has the result
             pass
 

@@ -44,7 +44,7 @@ from pulid_server.endpoints import (
 )
 from pulid_server.failures import Failure
 from pulid_server.model import loaded_families
-from pulid_server.store import Finished, Job
+from pulid_server.store import IN_PROGRESS, Finished, Job
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
@@ -166,12 +166,13 @@ class Worker:
     def _loop(self, ids: list[str]) -> int:
         last_job = -FAST_POLL_WINDOW_SECONDS
         pause = 0.0  # before the next claim, after a store or storage failure
-        claimed: deque[Job] = deque()  # claimed with the last commit, not started yet
+        claimed: deque[Job] = deque()  # claimed (or handed over by the API), not started yet
         rung = False  # the API queued something: claim without looking first
+        look = True  # whether to look for queued jobs (False: the last commit looked already)
         while not self.stopping.is_set():
             try:
                 self._maybe_reap()  # also while every commit claims the next jobs
-                if not claimed and (job := self._claim(ids, look_first=not rung)) is not None:
+                if not claimed and (look or rung) and (job := self._claim(ids, look_first=not rung)):
                     claimed.append(job)
             except Exception as exc:  # noqa: BLE001 - the store is back later; the model stays loaded
                 pause = _longer(pause)
@@ -179,18 +180,35 @@ class Worker:
                 self.stopping.wait(pause)
                 continue
             if not claimed:
+                self.doorbell.idle(self.worker_id)
                 recent = time.monotonic() - last_job < FAST_POLL_WINDOW_SECONDS
                 poll = self.settings.poll_seconds
-                rung = self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
+                wake = self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
+                rung, look = wake.rung, True
+                claimed.extend(self._handed(wake.handed))
                 continue
             outcome = self._work(claimed, ids)
+            rung = look = False
             if outcome.fatal:
                 return OOM_EXIT_CODE
             pause = _longer(pause) if outcome.retry else 0.0
             self.stopping.wait(pause)
             last_job = time.monotonic()
+        claimed.extend(self._handed(self.doorbell.drain()))
         self._give_back(claimed)
         return 0
+
+    def _handed(self, job_ids: list[str]) -> list[Job]:
+        """The jobs the API handed to this worker (stored already claimed by it); any it no longer holds
+        (given back or requeued meanwhile) are left out."""
+        try:
+            jobs = [self.store.queue.get(job_id) for job_id in job_ids]
+        except Exception as exc:  # noqa: BLE001 - their leases requeue them, as if this worker had died
+            log.warning("could not read the jobs handed to this worker (%s)", _reason(exc))
+            return []
+        return [
+            j for j in jobs if j is not None and j.status == IN_PROGRESS and j.worker_id == self.worker_id
+        ]
 
     def _claim(self, ids: list[str], look_first: bool) -> Job | None:
         if look_first and not self.store.queue.has_queued(ids):  # idle polls take no write lock

@@ -1,8 +1,10 @@
 """The API's side of the wake-up pipes to one supervised worker process (embedded mode).
 
-`ring` writes a byte to the worker's `wake` pipe when a job is queued; the finished job ids (one per line)
-that the worker writes to its `done` pipe are read by the API's event loop when one is given (no thread
-in between: each hop is a scheduler wake-up on a busy machine), else by a thread. The worker's side is
+`ring` writes `!` to the worker's `wake` pipe when a job is queued; `hand` writes the id of a job stored
+already claimed by this worker, which it runs without a claim (only while the worker is `idle`, as it
+said last, with nothing sent since). What the worker writes to its `done` pipe (finished job ids, one per
+line, and that it is idle) is read by the API's event loop when one is given (no thread in between: each
+hop is a scheduler wake-up on a busy machine), else by a thread. The worker's side, and the format:
 worker/doorbell.py.
 """
 
@@ -14,6 +16,8 @@ import os
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from pulid_server.worker.doorbell import IDLE, RING
 
 
 class ParentDoorbell:
@@ -30,6 +34,10 @@ class ParentDoorbell:
         os.set_blocking(self.wake_write, False)
         os.set_blocking(self.wake_read, False)
         self._on_done = on_done
+        self.worker_id = ""  # as the worker said when it was idle
+        self.idle = False  # it said so, and nothing was sent to it since
+        self._sent = 0  # rings and hand-offs written
+        self._reserved_at = 0
         if loop is None:
             threading.Thread(target=self._read_done, daemon=True, name="doorbell").start()
         else:
@@ -48,10 +56,31 @@ class ParentDoorbell:
         os.close(self.done_write)
 
     def ring(self) -> None:
+        self._send(RING)  # a full pipe (the worker is awake anyway) or a worker that just died: dropped
+
+    def reserve(self) -> bool:
+        """Take this idle worker for a job about to be stored as claimed by it (then `hand` it the job, or
+        `unreserve` if the job was not stored so)."""
+        if not self.idle or not self.worker_id:
+            return False
+        self.idle, self._reserved_at = False, self._sent
+        return True
+
+    def unreserve(self) -> None:
+        self.idle = self._sent == self._reserved_at  # still idle, unless something was sent meanwhile
+
+    def hand(self, job_id: str) -> bool:
+        """Send a job stored as claimed by this worker; False if it could not be sent (a dead worker)."""
+        return self._send(job_id.encode() + b"\n")  # under PIPE_BUF: written whole or not at all
+
+    def _send(self, data: bytes) -> bool:
         try:
-            os.write(self.wake_write, b"!")
-        except OSError:  # full pipe (the worker is awake anyway) or a worker that just died
-            pass
+            os.write(self.wake_write, data)
+        except OSError:
+            return False
+        self._sent += 1
+        self.idle = False
+        return True
 
     def _readable(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -61,6 +90,7 @@ class ParentDoorbell:
         except OSError:
             data = b""
         if not data:  # the worker is gone
+            self.worker_id, self.idle = "", False
             loop.remove_reader(self.done_read)
             os.close(self.done_read)
             return
@@ -74,7 +104,11 @@ class ParentDoorbell:
                 self._announce(line.rstrip(b"\n"))
 
     def _announce(self, line: bytes) -> None:
-        """`job_id`, or `job_id<TAB>result columns as JSON` (worker/doorbell.py)."""
+        """`job_id`, `job_id<TAB>result columns as JSON`, or `+<events read> <worker id>` (worker/doorbell.py)."""
+        if line.startswith(IDLE):
+            events, _, worker_id = line[1:].decode().partition(" ")
+            self.worker_id, self.idle = worker_id, int(events) == self._sent
+            return
         job_id, _, record = line.partition(b"\t")
         self._on_done(job_id.decode().strip(), json.loads(record) if record else None)
 

@@ -95,6 +95,14 @@ class Supervisor:
                 if bell is not None:
                     bell.ring()
 
+    def reserve_idle(self, endpoint_id: str) -> ParentDoorbell | None:
+        """An idle worker of `endpoint_id`, reserved for a job to hand to it (ParentDoorbell.reserve)."""
+        with self._bells_lock:
+            for slot, bell in zip(self.slots, self.bells, strict=True):
+                if bell is not None and endpoint_id in slot.worker_endpoints and bell.reserve():
+                    return bell
+        return None
+
     def _watch(self) -> None:
         backoff = [0.0] * self.count
         while not self._stop.wait(0.5):

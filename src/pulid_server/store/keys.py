@@ -53,11 +53,10 @@ class SqlKeyStore:
         key_id, sep, secret = key.partition(":")
         if not sep or not key_id or len(key_id) > 64:
             return None
-        with self._db.read() as conn:
-            row = conn.execute(_SECRET_HASH, {"key_id": key_id}).first()
+        row = self._db.first(_SECRET_HASH, {"key_id": key_id})
         if row is None:
             return None
-        return key_id if hmac.compare_digest(row.secret_hash, hash_secret(secret)) else None
+        return key_id if hmac.compare_digest(row["secret_hash"], hash_secret(secret)) else None
 
     def list_keys(self) -> list[dict[str, Any]]:
         with self._db.read() as conn:
@@ -75,9 +74,8 @@ class SqlKeyStore:
         ]
 
     def key_policy(self, key_id: str) -> KeyPolicy:
-        with self._db.read() as conn:
-            row = conn.execute(_POLICY, {"key_id": key_id}).first()
-        return KeyPolicy.parse(row.safety_mode, row.safety_action) if row else KeyPolicy()
+        row = self._db.first(_POLICY, {"key_id": key_id})
+        return KeyPolicy.parse(row["safety_mode"], row["safety_action"]) if row else KeyPolicy()
 
     def set_key_policy(self, key_id: str, policy: KeyPolicy) -> bool:
         with self._db.tx() as conn:

@@ -162,16 +162,12 @@ class SqlJobQueue:
         return Job.from_row(row) if row else None
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
-        query, params = _by_id(_GET, _GET_OWNED, job_id, owner_key_id)
-        with self._db.read() as conn:
-            row = conn.execute(query, params).first()
-        return Job.from_row(row) if row else None
+        row = self._db.first(*_by_id(_GET, _GET_OWNED, job_id, owner_key_id))
+        return Job.from_mapping(row) if row else None
 
     def state(self, job_id: str, owner_key_id: str | None = None) -> JobState | None:
-        query, params = _by_id(_STATE, _STATE_OWNED, job_id, owner_key_id)
-        with self._db.read() as conn:
-            row = conn.execute(query, params).first()
-        return JobState(*row) if row else None  # the columns are in JobState's field order
+        row = self._db.first(*_by_id(_STATE, _STATE_OWNED, job_id, owner_key_id))
+        return JobState.from_mapping(row) if row else None
 
     def queue_position(self, job: JobState) -> int:
         ahead = (
@@ -516,7 +512,7 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
     return Job.from_row(conn.execute(_INSERT, values).one()), True
 
 
-def _by_id(any_owner: Any, owned: Any, job_id: str, owner_key_id: str | None) -> tuple[Any, dict[str, str]]:
+def _by_id(any_owner: Any, owned: Any, job_id: str, owner_key_id: str | None) -> tuple[Any, dict[str, Any]]:
     if owner_key_id is None:
         return any_owner, {"id": job_id}
     return owned, {"id": job_id, "owner": owner_key_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Self
 
@@ -99,7 +100,10 @@ class JobState:
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> Self:
         return cls(*(m[name] for name in field_names(cls)))  # type: ignore[arg-type]
 
 

@@ -119,17 +119,20 @@ class WorkerDoorbell:
         self._events += rings + len(handed)
         return Wake(rings > 0, handed)
 
-    def done(self, job_id: str, columns: dict[str, Any] | None = None) -> None:
+    def done(self, job_id: str, columns: dict[str, Any] | None = None, *, only_whole: bool = False) -> bool:
         """Announce a finished job; with its result's `columns` (as stored) when they are small, so that the
-        API answers without reading them back."""
+        API answers without reading them back. `only_whole`: announce it only with its result. Whether the
+        announcement carried the result."""
         if self._done_fd is None:
-            return
+            return False
         line = job_id.encode()
-        if columns is not None:
-            record = json.dumps(columns).encode()  # no raw newline: JSON escapes them
-            if len(record) <= MAX_ANNOUNCED_BYTES:
-                line += b"\t" + record
-        self._send(line)
+        record = json.dumps(columns).encode() if columns is not None else b""  # JSON escapes newlines
+        whole = 0 < len(record) <= MAX_ANNOUNCED_BYTES
+        if whole:
+            line += b"\t" + record
+        if whole or not only_whole:
+            self._send(line)
+        return whole
 
     def _send(self, line: bytes) -> None:
         try:

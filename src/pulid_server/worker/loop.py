@@ -104,6 +104,7 @@ class Worker:
         self._signals = 0
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
+        self._announced: set[str] = set()  # sync /run jobs announced before their commit (_run_one)
 
     def load(self) -> None:
         endpoints.load_builtin_and_extra(self.settings.extra_endpoints)
@@ -296,6 +297,10 @@ class Worker:
                 images_checked=outcome.images_checked,
                 images_flagged=outcome.images_flagged,
             )
+            # A sync /run's caller gets its result now; its commit follows (store/database.py: it never
+            # waits for the disk). Any other job is announced once its result is committed.
+            if not job.durable and self.doorbell.done(job.id, done.columns, only_whole=True):
+                self._announced.add(job.id)
             return outcome, done
         full = failures.STORAGE_FULL
 
@@ -319,14 +324,16 @@ class Worker:
             result[:] = [self.store.queue.finish_and_claim(finished, self.worker_id, ids, lease, limit, hint)]
             return True
 
+        early = {f.job.id for f in finished} & self._announced
+        self._announced -= early
         if not self._record(", ".join(f.job.id for f in finished) or "(claim)", write):
             return []
         done, following = result[0]
         for f, ok in zip(finished, done, strict=True):
-            if ok:
-                self.doorbell.done(f.job.id, f.columns)
-            else:
+            if not ok:
                 log.warning("job %s: lease lost before completion; result dropped", f.job.id)
+            elif f.job.id not in early:
+                self.doorbell.done(f.job.id, f.columns)
         return following
 
     def _give_back(self, claimed: deque[Job]) -> None:

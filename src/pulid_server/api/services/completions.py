@@ -13,11 +13,14 @@ class CompletionWaiters:
     """Waits keyed by job id; `announce` may be called from any thread."""
 
     REMEMBERED = 10_000  # recently finished ids, so that a wait starting just after the news returns at once
+    # Announced results kept for a wait to take: a job handed to an idle worker can finish before its request
+    # waits for it. Bounded (a result is at most worker/doorbell.py's MAX_ANNOUNCED_BYTES).
+    RESULTS_KEPT = 256
 
     def __init__(self) -> None:
         self._waiters: defaultdict[str, list[asyncio.Future[bool]]] = defaultdict(list)
         self._done: OrderedDict[str, None] = OrderedDict()
-        self._results: dict[str, dict[str, Any]] = {}  # announced results that a wait has yet to take
+        self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()  # announced, not taken yet
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -59,11 +62,12 @@ class CompletionWaiters:
     def _wake(self, job_id: str, result: dict[str, Any] | None) -> None:
         self._done[job_id] = None
         if len(self._done) > self.REMEMBERED:
-            self._results.pop(self._done.popitem(last=False)[0], None)
-        waiters = self._waiters.get(job_id, ())
-        if result is not None and waiters:  # kept only for a request waiting now: memory stays bounded
+            self._done.popitem(last=False)
+        if result is not None:
             self._results[job_id] = result
-        for future in waiters:
+            if len(self._results) > self.RESULTS_KEPT:
+                self._results.popitem(last=False)
+        for future in self._waiters.get(job_id, ()):
             _settle(future, True)
 
 

@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None, *, workers: int = 0) -> FastAPI
             watch.announce(job_id)
 
         loop = asyncio.get_running_loop()
-        supervisor = Supervisor(settings, workers, on_done=on_done, loop=loop) if workers > 0 else None
+        supervisor = None
+        if workers > 0:
+            supervisor = Supervisor(settings, workers, on_done=on_done, on_gone=reaper.worker_gone, loop=loop)
         app.state.pulid = AppState(
             settings, store, blobs, signer, pruner, inputs, watch, submitter, supervisor, completions
         )

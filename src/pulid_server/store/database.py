@@ -29,7 +29,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, Engine, Select, create_engine, event, select
@@ -70,6 +70,10 @@ class Database:
             if is_storage_full(exc):
                 raise StorageFull("the database has no space left for this write") from exc
             raise
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Hold the machine's SQLite write gate (re-entrant; nothing on other databases)."""
+        return self._gate.held()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -184,6 +184,10 @@ class JobQueue(Protocol):
         claimed, in claim order). A busy worker commits once per batch of jobs, not three times per job."""
         ...
 
+    def expire_leases(self, worker_id: str) -> None:
+        """End the leases of a worker known to be gone, so that the next `reap` requeues its jobs now."""
+        ...
+
     def reap(self, max_attempts: int) -> None:
         """Fail queued jobs past their start deadline; requeue (or, after `max_attempts` or with
         `no_retry`, fail) running jobs whose lease expired. Safe to run on every node at once."""

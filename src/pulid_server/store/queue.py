@@ -246,6 +246,14 @@ class SqlJobQueue:
         with self._db.tx(lazy=True) as conn:  # a claim lost to a power loss only runs the job again
             return _claim(conn, worker_id, endpoint_ids, lease_seconds, hint_seconds)
 
+    def expire_leases(self, worker_id: str) -> None:
+        with self._db.tx(lazy=True) as conn:  # lost to a power loss: the leases expire on their own
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.worker_id == worker_id, jobs.c.status == IN_PROGRESS)
+                .values(lease_until=time.time())
+            )
+
     def reap(self, max_attempts: int) -> None:
         now = time.time()
         with self._db.read() as conn:

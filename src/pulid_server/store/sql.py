@@ -20,7 +20,8 @@ class SqlJobStore:
     def __init__(self, url: str, *, durable: bool = True):
         self.db = Database(url, durable=durable)
         try:
-            ensure_schema(self.db.engine)
+            with self.db.writing():  # SQLite: a fresh file's first connections switch it to WAL one at a time
+                ensure_schema(self.db.engine)
         except BaseException:
             self.db.close()
             raise

@@ -22,18 +22,19 @@ from pulid_server.worker.doorbell import IDLE, RING
 
 class ParentDoorbell:
     """Ring one worker's wake pipe; read its done pipe (on `loop`, else in a thread), calling
-    `on_done(job_id, result columns or None)` there."""
+    `on_done(job_id, result columns or None)` there, and `on_gone(worker_id)` once the worker is gone."""
 
     def __init__(
         self,
         on_done: Callable[[str, dict[str, Any] | None], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        on_gone: Callable[[str], None] = lambda worker_id: None,
     ):
         self.wake_read, self.wake_write = os.pipe()
         self.done_read, self.done_write = os.pipe()
         os.set_blocking(self.wake_write, False)
         os.set_blocking(self.wake_read, False)
-        self._on_done = on_done
+        self._on_done, self._on_gone = on_done, on_gone
         self.worker_id = ""  # as the worker said when it was idle
         self.idle = False  # it said so, and nothing was sent to it since
         self._sent = 0  # rings and hand-offs written
@@ -90,7 +91,7 @@ class ParentDoorbell:
         except OSError:
             data = b""
         if not data:  # the worker is gone
-            self.worker_id, self.idle = "", False
+            self._gone()
             loop.remove_reader(self.done_read)
             os.close(self.done_read)
             return
@@ -102,6 +103,14 @@ class ParentDoorbell:
         with os.fdopen(self.done_read, "rb") as stream:
             for line in stream:
                 self._announce(line.rstrip(b"\n"))
+        self._gone()
+
+    def _gone(self) -> None:
+        """The worker process is gone (every one of its threads: the pipe's last writer). Jobs it was handed
+        in its last moments, or was running, are requeued now rather than when their leases run out."""
+        if self.worker_id:
+            self._on_gone(self.worker_id)
+        self.worker_id, self.idle = "", False
 
     def _announce(self, line: bytes) -> None:
         """`job_id`, `job_id<TAB>result columns as JSON`, or `+<events read> <worker id>` (worker/doorbell.py)."""

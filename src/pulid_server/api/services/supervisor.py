@@ -40,6 +40,7 @@ class Supervisor:
         count: int,
         drain_seconds: float = 30.0,
         on_done: Callable[[str, dict[str, Any] | None], None] = lambda job_id, result: None,
+        on_gone: Callable[[str], None] = lambda worker_id: None,
         groups: list[list[str]] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ):
@@ -54,7 +55,7 @@ class Supervisor:
         ]
         self.count = len(self.slots)
         self.drain_seconds = drain_seconds
-        self.on_done = on_done
+        self.on_done, self.on_gone = on_done, on_gone
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.count
         self.bells: list[ParentDoorbell | None] = [None] * self.count
         self._bells_lock = threading.Lock()  # a closed pipe's fd number may be reused: never ring it
@@ -68,7 +69,7 @@ class Supervisor:
         self._thread.start()
 
     def _spawn(self, i: int) -> None:
-        bell = ParentDoorbell(self.on_done, self.loop)
+        bell = ParentDoorbell(self.on_done, self.loop, self.on_gone)
         with self._bells_lock:
             old, self.bells[i] = self.bells[i], bell
             if old is not None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pulid_server.store import IN_QUEUE, SqlJobStore
+from pulid_server.store import IN_QUEUE, JobProgress, SqlJobStore
 from tests.store.test_store import ECHO, drain, submit
 
 
@@ -69,6 +69,9 @@ def test_progress_reads_state_position_and_newest_log_line(store: SqlJobStore) -
     )
     assert got[queued.id].position is None
     assert got[queued.id].last_log_id == store.queue.logs(queued.id)[-1].id
+    one = store.queue.progress_of(queued.id)  # the read of a job a worker announced as finished
+    assert one == got[queued.id] and store.queue.progress_of("missing") is None
+    assert store.queue.progress_of(running.id) == JobProgress(got[running.id].state, None, 0)
     without = store.queue.progress([running.id], positions=False)
     assert [p.position for p in without] == [None]
     many = [submit(store, owner=f"k{i}").id for i in range(1200)]  # more ids than one IN (...) list holds

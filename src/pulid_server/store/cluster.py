@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
+from pulid_server.store import driver
 from pulid_server.store.database import Database
 from pulid_server.store.records import IN_PROGRESS, IN_QUEUE, FinishedJob, QueueDepth, WorkerInfo
 from pulid_server.store.schema import jobs, runner_hints, webhooks, workers
@@ -27,7 +28,7 @@ _TOUCH = update(workers).where(workers.c.worker_id == bindparam("worker"))  # SE
 
 def touch_worker(conn: Connection, worker_id: str, job_id: str | None) -> None:
     """Mark a worker alive (running `job_id`, or idle), inside the caller's transaction."""
-    conn.execute(_TOUCH, {"worker": worker_id, "last_seen": time.time(), "job_id": job_id})
+    driver.run(conn, _TOUCH, {"worker": worker_id, "last_seen": time.time(), "job_id": job_id})
 
 
 class SqlClusterView:

@@ -12,16 +12,18 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
+from pulid_server.store import driver
 from pulid_server.store.database import Database
 from pulid_server.store.records import COMPLETED, Job, WebhookTask
 from pulid_server.store.schema import jobs, webhooks
 
+_ADD = insert(webhooks)
+
 
 def add(conn: Connection, job_id: str, url: str) -> None:
     """Queue the delivery for a job, inside the caller's transaction."""
-    conn.execute(
-        insert(webhooks).values(job_id=job_id, url=url, state="pending", next_attempt_at=time.time())
-    )
+    row = {"job_id": job_id, "url": url, "state": "pending", "next_attempt_at": time.time(), "attempts": 0}
+    driver.run(conn, _ADD, row)
 
 
 class SqlWebhookOutbox:

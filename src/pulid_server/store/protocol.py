@@ -111,6 +111,10 @@ class JobQueue(Protocol):
         """Queued jobs of its endpoint that will be claimed before it (in `claim`'s order)."""
         ...
 
+    def progress_of(self, job_id: str) -> JobProgress | None:
+        """`progress` of one job that is not queued (no position): two reads by key."""
+        ...
+
     def progress(self, job_ids: list[str], *, positions: bool = True) -> list[JobProgress]:
         """For status streams: state, queue position (when `positions`) and newest log line id of each
         existing job among `job_ids`, in one read."""

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Row,
     Select,
     bindparam,
     exists,
@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pulid_server import failures
 from pulid_server.failures import Failure
-from pulid_server.store import outbox
+from pulid_server.store import driver, outbox
 from pulid_server.store.cluster import touch_worker
 from pulid_server.store.database import Database
 from pulid_server.store.records import (
@@ -77,6 +77,8 @@ _HAS_QUEUED = (
     .where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(bindparam("endpoints", expanding=True)))
     .limit(1)
 )
+_LAST_LOG = select(func.max(job_logs.c.id).label("last")).where(job_logs.c.job_id == bindparam("id"))
+_LOG = insert(job_logs)
 _CANCEL_REQUESTED = select(jobs.c.cancel_requested).where(jobs.c.id == bindparam("id"))
 _BEAT = (
     update(jobs)
@@ -181,6 +183,13 @@ class SqlJobQueue:
         )
         with self._db.read() as conn:
             return int(conn.execute(ahead).scalar_one())
+
+    def progress_of(self, job_id: str) -> JobProgress | None:
+        state = self.state(job_id)
+        if state is None:
+            return None
+        last = self._db.first(_LAST_LOG, {"id": job_id})
+        return JobProgress(state, None, (last or {}).get("last") or 0)
 
     def progress(self, job_ids: list[str], *, positions: bool = True) -> list[JobProgress]:
         """State, queue position and newest log line of many jobs, in one read transaction."""
@@ -345,9 +354,9 @@ class SqlJobQueue:
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
         with self._db.tx(lazy=True) as conn:
             params = {"job": job_id, "worker": worker_id, "until": time.time() + lease_seconds}
-            res = conn.execute(_BEAT, params)
+            beaten = driver.run(conn, _BEAT, params)
             touch_worker(conn, worker_id, job_id)  # a busy worker is a live one
-        return res.rowcount == 1
+        return beaten == 1
 
     def log(self, job_id: str, message: str, level: str = "INFO") -> None:
         with self._db.tx(lazy=True) as conn:
@@ -356,7 +365,8 @@ class SqlJobQueue:
     def append_logs(self, job_id: str, lines: list[tuple[str, str]]) -> bool:
         with self._db.tx(lazy=True) as conn:  # a log line lost to a power loss is only a log line
             _append_logs(conn, job_id, lines)
-            return bool(conn.execute(_CANCEL_REQUESTED, {"id": job_id}).scalar())
+            row = driver.first(conn, _CANCEL_REQUESTED, {"id": job_id})
+            return bool(row and row["cancel_requested"])
 
     def complete(
         self,
@@ -443,8 +453,7 @@ class SqlJobQueue:
         if inference_time is not None:
             values["inference_time"] = inference_time
         values.update(columns if columns is not None else result_columns(output, failure))
-        res = conn.execute(_FINISH[worker_id is not None, expired_at is not None], values)
-        if res.rowcount != 1:
+        if driver.run(conn, _FINISH[worker_id is not None, expired_at is not None], values) != 1:
             return False
         if job.webhook_url:
             outbox.add(conn, job.id, job.webhook_url)
@@ -475,16 +484,17 @@ def _hold_hint(conn: Connection, hint: str, worker_id: str, now: float) -> None:
 def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
     """One submission inside the submit transaction: an idempotent replay, a refusal, or a new job."""
     if sub.idempotency_key:  # inside the transaction: a replay in the same batch sees the first one
-        found = conn.execute(_IDEMPOTENT, {"owner": sub.owner_key_id, "key": sub.idempotency_key}).first()
+        found = driver.first(conn, _IDEMPOTENT, {"owner": sub.owner_key_id, "key": sub.idempotency_key})
         if found:
-            return Job.from_row(found), False
+            return Job.from_mapping(found), False
     params = {"owner": sub.owner_key_id, "priority": sub.priority, "endpoint": sub.endpoint_id}
-    counts = conn.execute(_SUBMIT_VIEW, params).one()
-    if counts.queued >= sub.max_queue_total:
+    counts = driver.first(conn, _SUBMIT_VIEW, params)
+    assert counts is not None  # an aggregate: always one row
+    if counts["queued"] >= sub.max_queue_total:
         return QueueFull("the queue is full")
-    if counts.mine >= sub.max_queue_per_key:
+    if counts["mine"] >= sub.max_queue_per_key:
         return QueueFull("this key has too many queued requests")
-    if sub.max_endpoint_queue is not None and counts.endpoint >= sub.max_endpoint_queue:
+    if sub.max_endpoint_queue is not None and counts["endpoint"] >= sub.max_endpoint_queue:
         return QueueFull(
             f"the queue of {sub.endpoint_id} is longer than fal_max_queue_length={sub.max_endpoint_queue}"
         )
@@ -517,7 +527,9 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         retention=0 if lifetime is None else OWN_OUTPUT_LIFETIME,
         durable=sub.durable,
     )
-    return Job.from_row(conn.execute(_INSERT, values).one()), True
+    row = driver.first(conn, _INSERT, values)
+    assert row is not None  # RETURNING the new row
+    return Job.from_mapping(row), True
 
 
 def _by_id(any_owner: Any, owned: Any, job_id: str, owner_key_id: str | None) -> tuple[Any, dict[str, Any]]:
@@ -553,18 +565,18 @@ def _submit_view() -> Select[int, int, int, Any, Any, Any]:
         func.max(jobs.c.vt).filter(running & same_class).label("running_vt"),
         func.min(jobs.c.vt).filter(queued & same_class).label("queued_vt"),
         func.max(jobs.c.vt).filter(queued & same_class & mine).label("last_vt"),
-    ).where(jobs.c.status.in_((IN_QUEUE, IN_PROGRESS)))
+    ).where(queued | running)  # (not IN (...): store/driver.py runs it)
 
 
 _SUBMIT_VIEW = _submit_view()
 
 
-def _virtual_start(counts: Row[Any]) -> int:
+def _virtual_start(counts: Mapping[str, Any]) -> int:
     """A new job's vt: one turn after the key's last queued job of this priority, but not before the queue's
     current turn (the newest running job's vt, else the oldest queued one's), so that an idle key joins the
     current round instead of replaying the rounds it missed."""
-    clock = counts.running_vt if counts.running_vt is not None else counts.queued_vt
-    last = counts.last_vt
+    clock = counts["running_vt"] if counts["running_vt"] is not None else counts["queued_vt"]
+    last = counts["last_vt"]
     return max(int(clock or 0), -1 if last is None else int(last) + 1)
 
 
@@ -583,9 +595,7 @@ def _ranks(conn: Connection, queued: list[JobState]) -> dict[str, int]:
 
 def _append_logs(conn: Connection, job_id: str, lines: list[tuple[str, str]]) -> None:
     now = time.time()
-    conn.execute(
-        insert(job_logs), [{"job_id": job_id, "ts": now, "level": lv, "message": m} for m, lv in lines]
-    )
+    driver.run_many(conn, _LOG, [{"job_id": job_id, "ts": now, "level": lv, "message": m} for m, lv in lines])
 
 
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:

@@ -35,13 +35,16 @@ def compiled(stmt: Statement, names: frozenset[str]) -> _Compiled | None:
     key = (stmt, names)
     if key not in _compiled:
         done = stmt.compile(dialect=_DIALECT, column_keys=sorted(names))
-        binds = [(name, bind) for name, bind in done.binds.items() if name not in names]
         prefetch = getattr(done, "insert_prefetch", None) or getattr(done, "update_prefetch", None)
-        if prefetch or any(bind.expanding for _, bind in binds):
+        if prefetch or any(bind.expanding for bind in done.binds.values()):
             _compiled[key] = None
         else:
             columns = [(c.name, isinstance(c.type, Boolean)) for c in stmt.exported_columns]
-            constants = {name: bind.effective_value for name, bind in binds if not bind.required}
+            constants = {  # (bind_names: each parameter once, by the name the SQL gives it)
+                name: bind.effective_value
+                for bind, name in done.bind_names.items()
+                if name not in names and not bind.required
+            }
             _compiled[key] = (str(done), columns, constants)
     return _compiled[key]
 

@@ -13,6 +13,7 @@ Queue positions count the same order (priority, vt, seq), so they always match w
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import uuid
@@ -23,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    Update,
     bindparam,
     exists,
     func,
@@ -71,11 +73,6 @@ _STATE = select(*_STATE_COLUMNS).where(jobs.c.id == bindparam("id"))
 _STATE_OWNED = _STATE.where(jobs.c.owner_key_id == bindparam("owner"))
 _IDEMPOTENT = select(jobs).where(
     jobs.c.owner_key_id == bindparam("owner"), jobs.c.idempotency_key == bindparam("key")
-)
-_HAS_QUEUED = (
-    select(jobs.c.seq)
-    .where(jobs.c.status == IN_QUEUE, jobs.c.endpoint_id.in_(bindparam("endpoints", expanding=True)))
-    .limit(1)
 )
 _LAST_LOG = select(func.max(job_logs.c.id).label("last")).where(job_logs.c.job_id == bindparam("id"))
 _LOG = insert(job_logs)
@@ -247,7 +244,7 @@ class SqlJobQueue:
 
     def has_queued(self, endpoint_ids: list[str]) -> bool:
         with self._db.read() as conn:
-            return conn.execute(_HAS_QUEUED, {"endpoints": endpoint_ids}).first() is not None
+            return conn.execute(_has_queued(tuple(endpoint_ids))).first() is not None
 
     def claim(
         self, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float = 0.0
@@ -543,14 +540,13 @@ def _claim(
 ) -> Job | None:
     now = time.time()
     params = {
-        "endpoints": endpoint_ids,
         "worker": worker_id,
         "since": now - hint_seconds,
         "until": now + lease_seconds,
         "now": now,
     }
-    row = conn.execute(_CLAIM, params).first()
-    return Job.from_row(row) if row else None
+    row = driver.first(conn, _claim_statement(tuple(endpoint_ids)), params)
+    return Job.from_mapping(row) if row else None
 
 
 def _submit_view() -> Select[int, int, int, Any, Any, Any]:
@@ -602,33 +598,48 @@ def _log(conn: Connection, job_id: str, message: str, level: str) -> None:
     conn.execute(insert(job_logs).values(job_id=job_id, ts=time.time(), level=level, message=message))
 
 
-_CLAIM = (
-    update(jobs)
-    .where(
-        jobs.c.seq
-        == (
-            select(jobs.c.seq)
-            .where(
-                jobs.c.status == IN_QUEUE,
-                jobs.c.endpoint_id.in_(bindparam("endpoints", expanding=True)),
-                _not_hinted_elsewhere(bindparam("worker"), bindparam("since")),
-            )
-            .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        ),
-        jobs.c.status == IN_QUEUE,
+@functools.cache
+def _claim_statement(endpoint_ids: tuple[str, ...]) -> Update:
+    """The claim of the next job of these endpoints, one statement per set of endpoints (a worker's are
+    fixed), with no IN (...) list to expand: store/driver.py runs it."""
+    return (
+        update(jobs)
+        .where(
+            jobs.c.seq
+            == (
+                select(jobs.c.seq)
+                .where(
+                    jobs.c.status == IN_QUEUE,
+                    _one_of(endpoint_ids),
+                    _not_hinted_elsewhere(bindparam("worker"), bindparam("since")),
+                )
+                .order_by(jobs.c.priority, jobs.c.vt, jobs.c.seq)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            ),
+            jobs.c.status == IN_QUEUE,
+        )
+        .values(
+            status=IN_PROGRESS,
+            worker_id=bindparam("worker"),
+            lease_until=bindparam("until"),
+            started_at=bindparam("now"),
+            attempts=jobs.c.attempts + 1,
+        )
+        .returning(*jobs.c)
     )
-    .values(
-        status=IN_PROGRESS,
-        worker_id=bindparam("worker"),
-        lease_until=bindparam("until"),
-        started_at=bindparam("now"),
-        attempts=jobs.c.attempts + 1,
-    )
-    .returning(*jobs.c)
-)
+
+
+@functools.cache
+def _has_queued(endpoint_ids: tuple[str, ...]) -> Select[tuple[int]]:
+    return select(jobs.c.seq).where(jobs.c.status == IN_QUEUE, _one_of(endpoint_ids)).limit(1)
+
+
+def _one_of(endpoint_ids: tuple[str, ...]) -> ColumnElement[bool]:
+    return or_(*(jobs.c.endpoint_id == endpoint_id for endpoint_id in endpoint_ids))
+
+
 _FINISH = {
     (holder, expired): update(jobs)
     .where(

@@ -1,6 +1,6 @@
 """What status streams wait on: one store read per tick for every job the streams of this process follow,
-however many streams there are, and when a supervised worker announces a finished job, a read of that job
-alone at once.
+however many streams there are; and a read of one job alone, by key, when a stream starts following a job
+that is not queued, or a supervised worker announces it finished.
 
 Why not a read per stream: 2,000 streams each re-reading their job every 100 ms took the event loop's
 whole time (`/health/live` answered in 1.3 s). Here a tick (every 100 ms, longer when more than 500 jobs
@@ -101,8 +101,11 @@ class JobWatch:
         self._per_key[job.owner_key_id] += 1
         entry = self._entries.setdefault(job.id, _Entry())
         entry.followers += 1
-        self._newcomers = True
-        self._poke.set()  # read the new job now, not at the next tick
+        if job.status == IN_QUEUE:  # its position too: at the tick, which comes now
+            self._newcomers = True
+            self._poke.set()
+        else:
+            self._read_now(job.id)
         return Follower(self, job, entry)
 
     def announce(self, job_id: str) -> None:
@@ -110,19 +113,20 @@ class JobWatch:
         if self._loop is None or job_id not in self._entries:
             return
         if threading.get_ident() == self._loop_thread:  # the loop's own reader (api/services/doorbell.py)
-            self._finished(job_id)
+            self._read_now(job_id)
         else:
-            self._loop.call_soon_threadsafe(self._finished, job_id)
+            self._loop.call_soon_threadsafe(self._read_now, job_id)
 
-    def _finished(self, job_id: str) -> None:
-        """Read one finished job (two reads by key) where reads are inline; else at a tick, in a thread."""
+    def _read_now(self, job_id: str) -> None:
+        """Read one job that is not queued (two reads by key) where reads are inline; else poke the tick,
+        which reads in a thread."""
         if not self._inline:
             self._poke.set()
             return
         try:
             row = self._queue.progress_of(job_id)
         except Exception:  # noqa: BLE001 - the next tick reads it
-            log.exception("reading a finished job failed")
+            log.exception("reading a followed job failed")
             self._poke.set()
             return
         if row is not None:

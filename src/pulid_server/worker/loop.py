@@ -1,7 +1,9 @@
-"""The worker process: claim a job with a lease, run its endpoint, store the result. One job at a time.
+"""The worker process: claim a job with a lease (or take one the API handed to it, stored already claimed by
+it), run its endpoint, store the result. One job at a time.
 
 Crash safety comes from the store, not from this loop: a heartbeat thread keeps the lease alive while a
-job runs; if the process dies (kill -9, CUDA OOM exit) the lease expires and the job is requeued.
+job runs; if the process dies (kill -9, CUDA OOM exit) the job is requeued, when its lease expires or, for
+a supervised worker, as soon as its API process sees it gone (api/services/doorbell.py).
 
 Stopping: the first SIGTERM or SIGINT, or the supervising API process letting go of the doorbell or dying
 (SIGHUP; worker/doorbell.py), stops claiming and lets the running job finish; a second SIGTERM or SIGINT

@@ -106,6 +106,8 @@ class JobWatch:
             self._poke.set()
         else:
             self._read_now(job.id)
+            if len(self._entries) == 1:
+                self._poke.set()  # the ticks stop while nothing is followed: start them again
         return Follower(self, job, entry)
 
     def announce(self, job_id: str) -> None:

@@ -80,3 +80,42 @@ def test_only_a_sync_runs_writes_skip_the_sync_to_disk(store: SqlJobStore, durab
     seen.clear()
     assert store.queue.complete(claimed, "w", {"ok": 1})
     assert skipped_sync() is not durable
+
+
+def test_a_job_is_told_stored_before_its_sync_to_disk_and_answered_after_it(
+    store: SqlJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the commit does not wait for the disk; the jobs can go to their workers (`on_stored`)
+    while the write-ahead log is synced, and the requests are answered after that sync."""
+    events: list[str] = []
+    real_sync = store.queue.sync
+    monkeypatch.setattr(store.queue, "sync", lambda: (events.append("sync"), real_sync())[1])
+    lazy = _statements_on_lazy_engine(store)
+
+    async def submits() -> list[Any]:
+        batcher = SubmitBatcher(store.queue)
+        batcher.start()
+
+        async def one(sub: Submission) -> str:
+            job, created = await batcher.submit(sub, lambda job, _created: events.append(f"stored {job.id}"))
+            events.append(f"answered {job.id}")
+            return job.id
+
+        try:
+            return await asyncio.gather(one(_sub()), one(_sub(durable=False)))
+        finally:
+            batcher.stop()
+
+    durable_id, lazy_id = asyncio.run(submits())
+    assert events.index("sync") < events.index(f"answered {durable_id}")
+    assert events.index(f"stored {durable_id}") < events.index(f"answered {durable_id}")
+    assert events.index(f"stored {lazy_id}") < events.index(f"answered {lazy_id}")
+    assert store.queue.get(durable_id) is not None and store.queue.get(lazy_id) is not None
+    assert bool(lazy) is store.db.is_sqlite  # SQLite: committed lazily, then synced; PostgreSQL: durably
+
+
+def _statements_on_lazy_engine(store: SqlJobStore) -> list[str]:
+    seen: list[str] = []
+    if store.db.is_sqlite:
+        event.listen(store.db.lazy_engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen

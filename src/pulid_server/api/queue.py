@@ -175,6 +175,16 @@ async def enqueue(
     bell = None
     if state.supervisor is not None and platform.runner_hint is None:
         bell = state.supervisor.reserve_idle(endpoint.id)
+    stored: list[bool] = []  # [whether it reached its worker], once stored (maybe before it is on disk)
+
+    def on_stored(job: Job, created: bool) -> None:
+        if bell is not None:
+            stored.append(created and bell.hand(job.id))
+            if not created:  # an idempotent replay: nothing to run
+                bell.unreserve()
+        else:
+            stored.append(False)
+
     try:
         job, created = await state.submitter.submit(  # group commit: api/services/submitter.py
             Submission(
@@ -197,24 +207,23 @@ async def enqueue(
                 durable=durable,
                 worker_id=bell.worker_id if bell is not None else None,
                 lease_seconds=state.settings.lease_seconds,
-            )
+            ),
+            on_stored,
         )
     except BaseException as exc:
-        if bell is not None:
-            bell.unreserve()
-        await state.inputs.discard(staged.keys)  # not queued: its files must not stay behind
+        if not stored:  # not queued: its files must not stay behind
+            if bell is not None:
+                bell.unreserve()
+            await state.inputs.discard(staged.keys)
         if isinstance(exc, QueueFull):
             raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
         raise
     if not created:  # an idempotent replay: the first request's own files are the ones it uses
         await state.inputs.discard(staged.keys)
-    if bell is not None and created:
-        if bell.hand(job.id):
-            return job
-        # its worker just died: the job goes back to the queue for the next one
+    if stored == [True]:  # handed to its worker
+        return job
+    if bell is not None and created:  # its worker just died: the job goes back to the queue for the next one
         await asyncio.to_thread(state.store.queue.release, job, bell.worker_id)
-    elif bell is not None:
-        bell.unreserve()
     if state.supervisor is not None:
         state.supervisor.ring()
     return job

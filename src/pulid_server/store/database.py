@@ -55,6 +55,7 @@ class Database:
         on_disk = path if path and path != ":memory:" else None
         self._gate = _WriteGate(on_disk + "-writers" if on_disk else None)
         self._raw = RawReads(on_disk) if on_disk else None
+        self._wal = on_disk + "-wal" if on_disk and durable else None
 
     @contextmanager
     def tx(self, *, lazy: bool = False) -> Iterator[Connection]:
@@ -69,6 +70,25 @@ class Database:
             if is_storage_full(exc):
                 raise StorageFull("the database has no space left for this write") from exc
             raise
+
+    @property
+    def syncs_later(self) -> bool:
+        """Whether a lazy commit can be put on disk afterwards by `sync` (SQLite)."""
+        return self._wal is not None
+
+    def sync(self) -> None:
+        """SQLite: put every commit so far on disk, as `synchronous=FULL` does at each commit (an fsync of
+        the write-ahead log), so that lazy commits made before can be acknowledged as durable."""
+        if self._wal is None:
+            return
+        try:
+            fd = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # checkpointed and removed: the commits are in the database file
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def writing(self) -> AbstractContextManager[None]:
         """Hold the machine's SQLite write gate (re-entrant; nothing on other databases)."""

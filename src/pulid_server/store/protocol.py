@@ -94,9 +94,17 @@ class JobQueue(Protocol):
         queue is fair across keys (see `claim`)."""
         ...
 
-    def submit_many(self, subs: list[Submission]) -> list[tuple[Job, bool] | QueueFull]:
+    def submit_many(
+        self, subs: list[Submission], *, sync_later: bool = False
+    ) -> list[tuple[Job, bool] | QueueFull]:
         """`submit` each, in order, committed together (group commit: one sync to disk for all). A
-        submission past a cap gets its QueueFull in its place in the list; the others are queued."""
+        submission past a cap gets its QueueFull in its place in the list; the others are queued.
+        `sync_later`: the commit may return before it is on disk, and `sync` must follow before any
+        durable submission is acknowledged (so that the jobs can be handed to workers meanwhile)."""
+        ...
+
+    def sync(self) -> None:
+        """Put every commit so far on disk (after `submit_many(..., sync_later=True)`)."""
         ...
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:

@@ -135,11 +135,14 @@ class SqlJobQueue:
             raise result
         return result
 
-    def submit_many(self, subs: list[Submission]) -> list[tuple[Job, bool] | QueueFull]:
+    def submit_many(
+        self, subs: list[Submission], *, sync_later: bool = False
+    ) -> list[tuple[Job, bool] | QueueFull]:
         """Group commit: every submission in one transaction, one sync to disk for all of them. A
         submission that fails on its own (a database error) sends the batch back one by one."""
+        lazy = not any(sub.durable for sub in subs) or (sync_later and self._db.syncs_later)
         try:
-            with self._db.tx(lazy=not any(sub.durable for sub in subs)) as conn:
+            with self._db.tx(lazy=lazy) as conn:
                 if not self._db.is_sqlite:
                     # Count-then-insert races between API nodes under READ COMMITTED; one transaction-scoped
                     # lock serializes submits (held for a few ms), as SQLite's single writer already does.
@@ -147,13 +150,16 @@ class SqlJobQueue:
                 return [_submit(conn, sub) for sub in subs]
         except Exception as exc:
             if len(subs) > 1 and not isinstance(exc, StorageFull):
-                return [self.submit_many([sub])[0] for sub in subs]
+                return [self.submit_many([sub], sync_later=sync_later)[0] for sub in subs]
             if isinstance(exc, IntegrityError) and subs[0].idempotency_key:
                 # Two submits raced with the same Idempotency-Key on another node: the other one won.
                 existing = self._find_idempotent(subs[0].owner_key_id, subs[0].idempotency_key)
                 if existing is not None:
                     return [(existing, False)]
             raise
+
+    def sync(self) -> None:
+        self._db.sync()
 
     def _find_idempotent(self, owner_key_id: str, key: str) -> Job | None:
         with self._db.read() as conn:

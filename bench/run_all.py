@@ -111,6 +111,22 @@ NOTES = """\
      the API's event loop reads the done pipes itself, the job's side thread lives as long as the worker,
      and `pulid serve` runs on uvloop. A worker hands a small result over with its announcement, so /run
      answers without reading it back.
+  5. The claim: a job for an idle worker of the node is now stored already claimed by it, in the submit's
+     own transaction, and its id handed over on the worker's wake pipe (the worker says when it is idle,
+     counting what it has read): no claim and no wait for one (api/services/doorbell.py, api/queue.py,
+     worker/loop.py). A worker's death requeues its jobs at once (its done pipe closes), not at lease end.
+  6. SQLAlchemy's execution layers cost ~15x a statement by key on SQLite (73 µs against 4 µs for a read by
+     primary key), several times per job in each process. The hot path's statements (auth, submit, claim,
+     completion, log lines, heartbeat, a job or its state by id) now run on the sqlite3 driver itself,
+     compiled once per set of parameter names, inside SQLAlchemy's transaction; reads on a connection per
+     thread (store/driver.py). PostgreSQL keeps SQLAlchemy's path.
+  7. Syncs to disk on the critical path: a sync /run's job and result no longer wait for the disk (its
+     caller gets the result in the response, announced before the commit; kill -9 loses nothing, a power
+     loss may forget the record of an answered /run); a queued job goes to its worker while its submit's
+     write-ahead log is synced, and the submit is answered after that sync.
+  8. Smaller: announced results wait for a request that starts waiting after the news (a handed job can
+     finish first; it was read back), no look for queued jobs right after a commit that just claimed, no
+     job-channel wake-up per job, a stream of a running or finished job reads that job alone.
 - Open (measured, not fixed):
   0. The model ratio (PuLID / plain diffusers on the tiny UNet) moved between 1.004 and 1.06 over six runs
      on this shared 2-core machine (1.027 and 1.008 in two back-to-back runs of bench_model.py alone). On
@@ -119,14 +135,11 @@ NOTES = """\
   1. With a client that polls every 5 ms, the 200 ms case lands around 1.05-1.06x: the client's own poll
      interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of what the
      service adds.
-  2. Issue #18's goals are not met (bench_peer.py, two runs of the final code on this shared machine): a
-     sequential no-op /run takes ~1 ms more than Cog's sync prediction (3.04 vs 1.88 ms, 2.55 vs 1.56 ms),
-     the 200 ms case is 1.031x for /run and 1.042x through the status stream (goal 1.02; Cog itself
-     1.013-1.014x), and /run serves 0.74-0.78x LitServe's requests/s at 16 connections (0.12-0.20x before).
-     What remains per job: a sync to disk (its result's; ~0.35 ms after 200 ms idle here, ~0.1 ms back to
-     back), two or three SQLAlchemy transactions over two processes, and the FastAPI request itself. Raw
-     driver calls for the hottest statements, or handing a job to an idle worker already claimed in the
-     submit's transaction, are the next steps.
+  2. The status-stream path's 200 ms case (issue #18's goal 1.02; see the Goals line of bench_peer.py
+     above). Traced per phase: the job starts ~1.6 ms after the submit is sent, the durable commit of its
+     result takes ~1.4 ms after 200 ms idle (its fsync ~0.6 ms, the rest a cold CPU), the COMPLETED event
+     follows ~0.6 ms later, and the client's third request (the result) ~1 ms: three HTTP requests and
+     two syncs to disk, against Cog's one request and none.
 """
 
 

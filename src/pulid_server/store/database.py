@@ -18,7 +18,10 @@ Writes that no caller relies on later (`tx(lazy=True)`: a claim, a heartbeat, lo
 to a power loss only runs a job again, drops a log line, or forgets a sync /run whose caller was answered
 (or never was), and the next durable commit puts them on disk too (SQLite's WAL is synced as a whole;
 PostgreSQL flushes its WAL in order). A process crash (kill -9) loses none of them: a commit is in the
-operating system's hands once it returns.
+operating system's hands once it returns. On SQLite a durable write may also commit lazily and `sync`
+after (the fsync that `synchronous=FULL` makes at each commit), when it has work to do in between: the
+submits' group commit hands its jobs to workers meanwhile (api/services/submitter.py), and answers after.
+The hot path's statements run on the sqlite3 driver itself (store/driver.py).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, create_engine, event, select
 
 from pulid_server.failures import is_storage_full
+from pulid_server.store import driver
 from pulid_server.store.driver import RawReads
 from pulid_server.store.records import StorageFull
 
@@ -109,8 +110,7 @@ class Database:
         if self._raw is not None:
             return self._raw.first(stmt, params)
         with self.read() as conn:
-            row = conn.execute(stmt, params).first()
-        return dict(row._mapping) if row is not None else None
+            return driver.first(conn, stmt, params)
 
     def ping(self) -> bool:
         with self.read() as conn:

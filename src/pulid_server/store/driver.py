@@ -55,31 +55,41 @@ def mapping(columns: list[tuple[str, bool]], row: Sequence[Any]) -> dict[str, An
 
 
 def first(conn: Connection, stmt: Statement, params: dict[str, Any]) -> Mapping[str, Any] | None:
-    """The first row `stmt` gives inside `conn`'s transaction, or None."""
-    sql = compiled(stmt, frozenset(params)) if conn.dialect.name == "sqlite" else None
+    """The first row `stmt` gives on `conn` (inside its transaction, if one is open), or None."""
+    sql = _on_driver(conn, stmt, params)
     if sql is None:
         row = conn.execute(stmt, params).first()
         return dict(row._mapping) if row is not None else None
-    found = _dbapi(conn).execute(sql[0], {**sql[2], **params}).fetchone()
+    found = _dbapi(conn).execute(sql[0], _with_constants(sql, params)).fetchone()
     return mapping(sql[1], found) if found is not None else None
 
 
 def run(conn: Connection, stmt: Statement, params: dict[str, Any]) -> int:
     """Run `stmt` inside `conn`'s transaction; the rows it changed."""
-    sql = compiled(stmt, frozenset(params)) if conn.dialect.name == "sqlite" else None
+    sql = _on_driver(conn, stmt, params)
     if sql is None:
         return int(conn.execute(stmt, params).rowcount)
-    return _dbapi(conn).execute(sql[0], {**sql[2], **params}).rowcount
+    return _dbapi(conn).execute(sql[0], _with_constants(sql, params)).rowcount
 
 
 def run_many(conn: Connection, stmt: Statement, rows: list[dict[str, Any]]) -> None:
     """Run `stmt` once per row (all with the same keys) inside `conn`'s transaction."""
-    sql = compiled(stmt, frozenset(rows[0])) if rows and conn.dialect.name == "sqlite" else None
-    if sql is None:
-        if rows:
-            conn.execute(stmt, rows)
+    if not rows:
         return
-    _dbapi(conn).executemany(sql[0], [{**sql[2], **row} for row in rows] if sql[2] else rows)
+    sql = _on_driver(conn, stmt, rows[0])
+    if sql is None:
+        conn.execute(stmt, rows)
+        return
+    _dbapi(conn).executemany(sql[0], [_with_constants(sql, row) for row in rows])
+
+
+def _on_driver(conn: Connection, stmt: Statement, params: dict[str, Any]) -> _Compiled | None:
+    """`stmt` compiled for the driver, or None where SQLAlchemy runs it (PostgreSQL, or see `compiled`)."""
+    return compiled(stmt, frozenset(params)) if conn.dialect.name == "sqlite" else None
+
+
+def _with_constants(sql: _Compiled, params: dict[str, Any]) -> dict[str, Any]:
+    return {**sql[2], **params} if sql[2] else params
 
 
 def _dbapi(conn: Connection) -> sqlite3.Connection:
@@ -99,7 +109,7 @@ class RawReads:
     def first(self, stmt: Statement, params: dict[str, Any]) -> dict[str, Any] | None:
         sql = compiled(stmt, frozenset(params))
         assert sql is not None, "a read by key: no IN (...) list"
-        row = self._connection().execute(sql[0], {**sql[2], **params}).fetchone()
+        row = self._connection().execute(sql[0], _with_constants(sql, params)).fetchone()
         return mapping(sql[1], row) if row is not None else None
 
     def _connection(self) -> sqlite3.Connection:

@@ -162,9 +162,8 @@ class SqlJobQueue:
         self._db.sync()
 
     def _find_idempotent(self, owner_key_id: str, key: str) -> Job | None:
-        with self._db.read() as conn:
-            row = conn.execute(_IDEMPOTENT, {"owner": owner_key_id, "key": key}).first()
-        return Job.from_row(row) if row else None
+        row = self._db.first(_IDEMPOTENT, {"owner": owner_key_id, "key": key})
+        return Job.from_mapping(row) if row else None
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
         row = self._db.first(*_by_id(_GET, _GET_OWNED, job_id, owner_key_id))
@@ -249,8 +248,7 @@ class SqlJobQueue:
     # -- worker side ------------------------------------------------------------------------------------
 
     def has_queued(self, endpoint_ids: list[str]) -> bool:
-        with self._db.read() as conn:
-            return conn.execute(_has_queued(tuple(endpoint_ids))).first() is not None
+        return self._db.first(_has_queued(tuple(endpoint_ids)), {}) is not None
 
     def claim(
         self, worker_id: str, endpoint_ids: list[str], lease_seconds: float, hint_seconds: float = 0.0
@@ -601,7 +599,7 @@ def _append_logs(conn: Connection, job_id: str, lines: list[tuple[str, str]]) ->
 
 
 def _log(conn: Connection, job_id: str, message: str, level: str) -> None:
-    conn.execute(insert(job_logs).values(job_id=job_id, ts=time.time(), level=level, message=message))
+    _append_logs(conn, job_id, [(message, level)])
 
 
 @functools.cache

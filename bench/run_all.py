@@ -104,7 +104,7 @@ NOTES = """\
      group-committed by one thread (api/services/submitter.py); a worker records a job's end, its last
      log lines and the claim of its next job in one commit, and claims, runs and records cheap jobs in
      batches of up to 8 (worker/loop.py); claims, heartbeats, log lines and a sync /run's job do not
-     wait for the disk (the next durable commit, at the latest the result's, syncs them too).
+     wait for the disk (the next durable commit syncs them too; a sync /run's result: item 7).
   3. SQLite writers of the API and the worker collided on every job and waited in SQLite's busy handler
      (sleeps of 1, 2, 5 ms...); they now queue on a lock file (store/database.py `_WriteGate`).
   4. Thread hops, each a scheduler wake-up on a busy machine: the worker waits on its wake pipe itself,

@@ -35,6 +35,8 @@ def test_an_idle_worker_is_handed_the_job_and_a_busy_one_leaves_it_queued(fresh_
         handed = timing(srv, first.headers["x-fal-request-id"])
         # Stored started, by the worker, in the submit's own transaction: no claim came after it.
         assert handed[1] == handed[0] and handed[2] == 1 and handed[3]
+        large = c.post("/run/test/echo", json={"value": "x" * 5000})  # too large for one pipe write: queued
+        assert large.status_code == 200 and large.json()["value"] == "x" * 5000
         busy = c.post("/queue/test/echo", json={"steps": 10, "step_seconds": 0.1}).json()
         wait_running(c, busy["status_url"])
         queued = c.post("/queue/test/echo", json={"value": "b"}).json()

@@ -5,12 +5,40 @@ and jobs handed to an idle worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import select
 import threading
 from typing import Any
 
 from pulid_server.api.services.doorbell import ParentDoorbell
+from pulid_server.store import IN_PROGRESS, Job
 from pulid_server.worker.doorbell import MAX_ANNOUNCED_BYTES, WorkerDoorbell
+
+
+def job(job_id: str, input_json: str = '{"prompt": "a cat!\\n"}') -> Job:
+    """A job as the API stores it for a worker it hands it to."""
+    return Job(
+        **dict.fromkeys(("inference_time", "error", "error_type", "webhook_url", "idempotency_key"), None),
+        **dict.fromkeys(
+            ("start_deadline", "finished_at", "output_json", "error_status", "error_body_json"), None
+        ),
+        seq=7,
+        id=job_id,
+        endpoint_id="test/echo",
+        owner_key_id="k",
+        status=IN_PROGRESS,
+        priority=0,
+        vt=0,
+        input_json=input_json,
+        base_url="http://127.0.0.1",
+        created_at=1.5,
+        started_at=1.5,
+        worker_id="w-1",
+        lease_until=61.5,
+        attempts=1,
+        cancel_requested=False,
+    )
 
 
 def test_rings_and_announcements_cross_the_pipes_and_a_closed_pipe_stops_the_worker() -> None:
@@ -59,12 +87,12 @@ def test_a_job_is_handed_only_to_a_worker_whose_idle_news_crossed_nothing_sent()
         seen["before"] = parent.reserve()  # the worker has said nothing yet
         worker.idle("w-1")
         worker.idle("w-1")  # said once per change: the second one writes nothing
-        await news()
+        # No turn of the loop in between: reserve reads the news itself (a submit right behind a result).
         seen["reserved"] = parent.reserve() and parent.worker_id == "w-1"
         seen["twice"] = parent.reserve()  # taken until handed a job or let go
         parent.unreserve()
         seen["again"] = parent.reserve()
-        seen["sent"] = parent.hand("job-1")
+        seen["sent"] = parent.hand(job("job-1"))
         seen["busy"] = parent.reserve()
         wake = worker.wait(5.0)
         seen["wake"] = (wake.rung, wake.handed)
@@ -76,15 +104,18 @@ def test_a_job_is_handed_only_to_a_worker_whose_idle_news_crossed_nothing_sent()
         worker.idle("w-1")
         await news()
         seen["fresh"] = parent.reserve()
-        parent.hand("job-2")
+        seen["large"] = parent.hand(job("job-big", json.dumps({"prompt": "x" * select.PIPE_BUF})))
+        parent.hand(job("job-2"))
         seen["drained"] = worker.drain()  # a stopping worker gives these back to the queue
         os.close(wake_fd)  # the worker died: a hand-off fails, and the API queues the job instead
-        seen["dead"] = parent.hand("job-3")
+        seen["dead"] = parent.hand(job("job-3"))
         parent.close()
         return seen
 
     seen = asyncio.run(scenario())
     assert not seen["before"] and seen["reserved"] and not seen["twice"] and seen["again"]
-    assert seen["sent"] and not seen["busy"] and seen["wake"] == (False, ["job-1"])
+    # The job arrives whole (no read of the store), a "!" and an escaped newline in its input included.
+    assert seen["sent"] and not seen["busy"] and seen["wake"] == (False, [job("job-1")])
     assert not seen["stale"] and seen["rung"] == (True, []) and seen["fresh"]
-    assert seen["drained"] == ["job-2"] and not seen["dead"]
+    # A job too large for one pipe write is not sent (the API queues it): only job-2 is drained.
+    assert not seen["large"] and seen["drained"] == [job("job-2")] and not seen["dead"]

@@ -177,9 +177,9 @@ async def enqueue(
         bell = state.supervisor.reserve_idle(endpoint.id)
     stored: list[bool] = []  # [whether it reached its worker], once stored (maybe before it is on disk)
 
-    def on_stored(job: Job, created: bool) -> None:
+    def on_stored(job: Job, created: bool) -> None:  # on the submits thread
         if bell is not None:
-            stored.append(created and bell.hand(job.id))
+            stored.append(created and bell.hand(job))
             if not created:  # an idempotent replay: nothing to run
                 bell.unreserve()
         else:
@@ -222,7 +222,7 @@ async def enqueue(
         await state.inputs.discard(staged.keys)
     if stored == [True]:  # handed to its worker
         return job
-    if bell is not None and created:  # its worker just died: the job goes back to the queue for the next one
+    if bell is not None and created:  # not handed (its worker just died, or it is large): to the queue
         await asyncio.to_thread(state.store.queue.release, job, bell.worker_id)
     if state.supervisor is not None:
         state.supervisor.ring()

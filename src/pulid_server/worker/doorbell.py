@@ -1,9 +1,11 @@
 """The worker's side of its link to the API process that supervises it (embedded mode): the wake-up pipes,
 and dying with that process.
 
-On `wake`, the API writes `!` when it queues a job (the idle worker stops waiting and claims it), or
-`<job id>\n` when it hands a job straight to this worker: the job was stored already claimed by it, so
-the worker reads it and runs it, with no claim. It hands one only to a worker that said it is idle: on
+On `wake`, the API writes `!\n` when it queues a job (the idle worker stops waiting and claims it), or
+`<the job's fields as a JSON array>\n` when it hands a job straight to this worker: the job was stored
+already claimed by it, so the worker runs it as it is, with no claim and no read (a hand-off is one
+write, at most PIPE_BUF bytes; a larger job goes through the queue). It hands one only to a worker that
+said it is idle: on
 `done`, the worker writes `+<events read> <worker id>\n` when it has nothing to do (events: the rings and
 hand-offs it has read, so that the API knows the news crossed nothing it sent since), and a finished job's
 id, with its result when small (a sync /run or a status stream answers at once, a /run without reading
@@ -35,19 +37,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulid_server.store import Job
+from pulid_server.store.records import field_names
+
 log = logging.getLogger("pulid.worker")
 ORPHAN_DRAIN_SECONDS = 60.0
 MAX_ANNOUNCED_BYTES = 16 * 1024  # a bigger result (inline images) is read from the store instead
 _PR_SET_PDEATHSIG = 1
-RING, IDLE = b"!", b"+"
+RING, IDLE = b"!", b"+"  # a ring is a line of its own on `wake`; IDLE starts a line on `done`
 
 
 @dataclass
 class Wake:
-    """What a wait brought: a ring (a job was queued), and the ids of jobs handed to this worker."""
+    """What a wait brought: a ring (a job was queued), and the jobs handed to this worker."""
 
     rung: bool = False
-    handed: list[str] = field(default_factory=list)
+    handed: list[Job] = field(default_factory=list)
+
+
+def handoff(job: Job) -> bytes:
+    """The line that hands `job` to a worker (JSON escapes newlines)."""
+    return json.dumps([getattr(job, name) for name in field_names(Job)]).encode() + b"\n"
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -92,7 +102,7 @@ class WorkerDoorbell:
         readable, _, _ = select.select([self._wake_fd], [], [], timeout)
         return self._read() if readable else Wake()
 
-    def drain(self) -> list[str]:
+    def drain(self) -> list[Job]:
         """The jobs handed to this worker and not read yet (it is stopping: they go back to the queue)."""
         return self._read().handed if self._wake_fd is not None else []
 
@@ -113,11 +123,10 @@ class WorkerDoorbell:
         if not data:
             self._parent_went()
             return Wake()
-        rings = data.count(RING)
-        *lines, self._partial = (self._partial + data.replace(RING, b"")).split(b"\n")
-        handed = [line.decode() for line in lines if line]
-        self._events += rings + len(handed)
-        return Wake(rings > 0, handed)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        handed = [Job(*json.loads(line)) for line in lines if line != RING]
+        self._events += len(lines)
+        return Wake(len(handed) < len(lines), handed)
 
     def done(self, job_id: str, columns: dict[str, Any] | None = None, *, only_whole: bool = False) -> bool:
         """Announce a finished job; with its result's `columns` (as stored) when they are small, so that the

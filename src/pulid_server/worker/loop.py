@@ -46,7 +46,7 @@ from pulid_server.endpoints import (
 )
 from pulid_server.failures import Failure
 from pulid_server.model import loaded_families
-from pulid_server.store import IN_PROGRESS, Finished, Job
+from pulid_server.store import Finished, Job
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
@@ -188,7 +188,7 @@ class Worker:
                 poll = self.settings.poll_seconds
                 wake = self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
                 rung, look = wake.rung, True
-                claimed.extend(self._handed(wake.handed))
+                claimed.extend(wake.handed)
                 continue
             outcome = self._work(claimed, ids)
             rung = look = False
@@ -197,21 +197,9 @@ class Worker:
             pause = _longer(pause) if outcome.retry else 0.0
             self.stopping.wait(pause)
             last_job = time.monotonic()
-        claimed.extend(self._handed(self.doorbell.drain()))
+        claimed.extend(self.doorbell.drain())
         self._give_back(claimed)
         return 0
-
-    def _handed(self, job_ids: list[str]) -> list[Job]:
-        """The jobs the API handed to this worker (stored already claimed by it); any it no longer holds
-        (given back or requeued meanwhile) are left out."""
-        try:
-            jobs = [self.store.queue.get(job_id) for job_id in job_ids]
-        except Exception as exc:  # noqa: BLE001 - their leases requeue them, as if this worker had died
-            log.warning("could not read the jobs handed to this worker (%s)", _reason(exc))
-            return []
-        return [
-            j for j in jobs if j is not None and j.status == IN_PROGRESS and j.worker_id == self.worker_id
-        ]
 
     def _claim(self, ids: list[str], look_first: bool) -> Job | None:
         if look_first and not self.store.queue.has_queued(ids):  # idle polls take no write lock

@@ -1,10 +1,11 @@
 """The API's side of the wake-up pipes to one supervised worker process (embedded mode).
 
-`ring` writes `!` to the worker's `wake` pipe when a job is queued; `hand` writes the id of a job stored
-already claimed by this worker, which it runs without a claim (only while the worker is `idle`, as it
-said last, with nothing sent since). What the worker writes to its `done` pipe (finished job ids, one per
-line, and that it is idle) is read by the API's event loop when one is given (no thread in between: each
-hop is a scheduler wake-up on a busy machine), else by a thread. The worker's side, and the format:
+`ring` writes a ring to the worker's `wake` pipe when a job is queued; `hand` writes a job stored already
+claimed by this worker, which it runs without a claim or a read (only while the worker is `idle`, as it
+said last, with nothing sent since). Both are called from any thread (the event loop rings, the submits
+thread hands off). What the worker writes to its `done` pipe (finished job ids, one per line, and that it
+is idle) is read by the API's event loop when one is given (no thread in between: each hop is a
+scheduler wake-up on a busy machine), else by a thread. The worker's side, and the format:
 worker/doorbell.py.
 """
 
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from pulid_server.worker.doorbell import IDLE, RING
+from pulid_server.store import Job
+from pulid_server.worker.doorbell import IDLE, RING, handoff
 
 
 class ParentDoorbell:
@@ -39,6 +42,8 @@ class ParentDoorbell:
         self.idle = False  # it said so, and nothing was sent to it since
         self._sent = 0  # rings and hand-offs written
         self._reserved_at = 0
+        self._lock = threading.Lock()  # guards the three above: writers and the done reader are threads
+        self._loop = loop  # reads the done pipe (None: a thread does, or the pipe is closed)
         if loop is None:
             threading.Thread(target=self._read_done, daemon=True, name="doorbell").start()
         else:
@@ -57,31 +62,39 @@ class ParentDoorbell:
         os.close(self.done_write)
 
     def ring(self) -> None:
-        self._send(RING)  # a full pipe (the worker is awake anyway) or a worker that just died: dropped
+        self._send(RING + b"\n")  # a full pipe (the worker is awake anyway) or a worker just dead: dropped
 
     def reserve(self) -> bool:
         """Take this idle worker for a job about to be stored as claimed by it (then `hand` it the job, or
-        `unreserve` if the job was not stored so)."""
-        if not self.idle or not self.worker_id:
-            return False
-        self.idle, self._reserved_at = False, self._sent
-        return True
+        `unreserve` if the job was not stored so). On the event loop, reads the worker's news first: when a
+        client submits right behind its last result, the worker's idle line is often there, unread."""
+        if not self.idle and self._loop is not None:
+            self._readable(self._loop)
+        with self._lock:
+            if not self.idle or not self.worker_id:
+                return False
+            self.idle, self._reserved_at = False, self._sent
+            return True
 
     def unreserve(self) -> None:
-        self.idle = self._sent == self._reserved_at  # still idle, unless something was sent meanwhile
+        with self._lock:
+            self.idle = self._sent == self._reserved_at  # still idle, unless something was sent meanwhile
 
-    def hand(self, job_id: str) -> bool:
-        """Send a job stored as claimed by this worker; False if it could not be sent (a dead worker)."""
-        return self._send(job_id.encode() + b"\n")  # under PIPE_BUF: written whole or not at all
+    def hand(self, job: Job) -> bool:
+        """Send a job stored as claimed by this worker; False if it could not be sent (a dead worker, or a
+        job too large to be written whole at once): it goes back to the queue instead."""
+        line = handoff(job)
+        return len(line) <= select.PIPE_BUF and self._send(line)
 
-    def _send(self, data: bytes) -> bool:
-        try:
-            os.write(self.wake_write, data)
-        except OSError:
-            return False
-        self._sent += 1
-        self.idle = False
-        return True
+    def _send(self, line: bytes) -> bool:
+        with self._lock:
+            try:
+                os.write(self.wake_write, line)  # at most PIPE_BUF: written whole or not at all
+            except OSError:
+                return False
+            self._sent += 1
+            self.idle = False
+            return True
 
     def _readable(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -94,6 +107,7 @@ class ParentDoorbell:
             self._gone()
             loop.remove_reader(self.done_read)
             os.close(self.done_read)
+            self._loop = None
             return
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
@@ -116,7 +130,8 @@ class ParentDoorbell:
         """`job_id`, `job_id<TAB>result columns as JSON`, or `+<events read> <worker id>` (worker/doorbell.py)."""
         if line.startswith(IDLE):
             events, _, worker_id = line[1:].decode().partition(" ")
-            self.worker_id, self.idle = worker_id, int(events) == self._sent
+            with self._lock:
+                self.worker_id, self.idle = worker_id, int(events) == self._sent
             return
         job_id, _, record = line.partition(b"\t")
         self._on_done(job_id.decode().strip(), json.loads(record) if record else None)

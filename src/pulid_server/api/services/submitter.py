@@ -3,7 +3,8 @@ arrive while it commits go into its next transaction together (JobQueue.submit_m
 of N submits costs one transaction and one sync to disk instead of N. A lone submit waits for nothing:
 the thread takes whatever is queued the moment it is free. Each request is answered only after the
 commit that holds its job is on disk; meanwhile (`on_stored`, on SQLite) its job may go to a worker
-already: the job runs while its sync to disk runs.
+already, from this thread (a hop through the event loop cost a scheduler wake-up): the job runs while its
+sync to disk runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pulid_server.store import Job, JobQueue, Submission
 
 MAX_BATCH = 64  # submissions per transaction: bounds how long the write lock is held
-OnStored = Callable[[Job, bool], None]  # (job, created), on the event loop, before the sync to disk
+OnStored = Callable[[Job, bool], None]  # (job, created), on the submits thread, before the sync to disk
 _Waiter = tuple[Submission, asyncio.Future[tuple[Job, bool]], OnStored | None]
 
 
@@ -38,7 +39,8 @@ class SubmitBatcher:
 
     async def submit(self, sub: Submission, on_stored: OnStored | None = None) -> tuple[Job, bool]:
         """(job, created), as JobQueue.submit, once on disk; raises QueueFull past a cap, or the store's
-        error. `on_stored(job, created)` is called once it is committed, maybe before it is on disk."""
+        error. `on_stored(job, created)` is called on this batcher's thread once it is committed, maybe before
+        it is on disk: it must be quick and thread-safe."""
         future: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
         self._pending.put((sub, future, on_stored))
         return await future
@@ -68,19 +70,14 @@ class SubmitBatcher:
         assert self._loop is not None
         try:
             results = list(self._jobs.submit_many([sub for sub, _, _ in batch], sync_later=True))
-            stored = [(call, r) for (_, _, call), r in zip(batch, results, strict=True) if call]
-            self._loop.call_soon_threadsafe(_tell_stored, stored)
+            for (_, _, on_stored), result in zip(batch, results, strict=True):
+                if on_stored is not None and not isinstance(result, BaseException):
+                    on_stored(*result)
             if any(sub.durable for sub, _, _ in batch):
                 self._jobs.sync()  # failing, the jobs stay stored (maybe running), as if the answer was lost
         except Exception as exc:  # noqa: BLE001 - each waiting request gets the error (e.g. StorageFull)
             results = [exc] * len(batch)
         self._loop.call_soon_threadsafe(_answer, [future for _, future, _ in batch], results)
-
-
-def _tell_stored(stored: list[tuple[OnStored, tuple[Job, bool] | BaseException]]) -> None:
-    for on_stored, result in stored:
-        if not isinstance(result, BaseException):
-            on_stored(*result)
 
 
 def _answer(

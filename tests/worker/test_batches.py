@@ -10,10 +10,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from pulid_server.config import Settings
-from pulid_server.store import COMPLETED, IN_QUEUE, Job
+from pulid_server.store import COMPLETED, IN_QUEUE, Job, Submission
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.loop import BATCH_CLAIM, Worker
 
@@ -90,3 +91,33 @@ def test_a_batch_whose_job_turns_out_slow_gives_the_rest_back_at_once(tmp_path: 
     worker._work(claimed, [])  # 20 ms > CHEAP_BATCH_SECONDS: another worker may run the others now
     assert worker.store.queue.get(slow.id).status == COMPLETED  # type: ignore[union-attr]
     assert all(worker.store.queue.get(j.id).status == IN_QUEUE for j in rest)  # type: ignore[union-attr]
+
+
+def test_a_queued_jobs_result_is_announced_once_committed_then_synced_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiting request hears of the result without waiting for the fsync; the fsync follows at once.
+    A sync /run's result (durable=False) is never synced: its caller got it in the response."""
+    worker = _worker(tmp_path)
+    events: list[str] = []
+    real_sync = worker.store.queue.sync
+    monkeypatch.setattr(worker.store.queue, "sync", lambda: (events.append("sync"), real_sync())[1])
+
+    def done(job_id: str, *_args: Any, **_kwargs: Any) -> bool:  # with the result: the API needs no read
+        events.append(f"done {job_id}")
+        return True
+
+    monkeypatch.setattr(worker.doorbell, "done", done)
+    queued = _submit(worker, 1)[0]
+    [stored] = worker.store.queue.submit_many(
+        [Submission(endpoint_id=ECHO, owner_key_id="k", input_json="{}", base_url="x", durable=False)]
+    )
+    assert isinstance(stored, tuple)
+    run = stored[0]
+    event.listen(worker.store.db.engine, "commit", lambda _conn: events.append("durable commit"))
+    for job in (queued, run):
+        claimed = worker.store.queue.claim(worker.worker_id, [ECHO], 30.0)
+        assert claimed is not None and claimed.id == job.id
+        worker._work(deque([claimed]), [])
+        assert worker.store.queue.get(job.id).status == COMPLETED  # type: ignore[union-attr]
+    assert events == [f"done {queued.id}", "sync", f"done {run.id}"]

@@ -104,7 +104,7 @@ class JobQueue(Protocol):
         ...
 
     def sync(self) -> None:
-        """Put every commit so far on disk (after `submit_many(..., sync_later=True)`)."""
+        """Put every commit so far on disk (after a `sync_later` commit)."""
         ...
 
     def get(self, job_id: str, owner_key_id: str | None = None) -> Job | None:
@@ -190,10 +190,14 @@ class JobQueue(Protocol):
         lease_seconds: float = 0.0,
         limit: int = 1,
         hint_seconds: float = 0.0,
+        *,
+        sync_later: bool = False,
     ) -> tuple[list[bool], list[Job]]:
         """`complete` each of `finished` (after writing its last log lines), and `claim` up to `limit` next
-        jobs of `endpoint_ids` (none when None; `hint_seconds` as in `claim`), all in one transaction: ([completed, per job], the jobs
-        claimed, in claim order). A busy worker commits once per batch of jobs, not three times per job."""
+        jobs of `endpoint_ids` (none when None; `hint_seconds` as in `claim`), all in one transaction:
+        ([completed, per job], the jobs claimed, in claim order). A busy worker commits once per batch of
+        jobs, not three times per job. `sync_later`: the commit may return before it is on disk (safe from
+        a process crash, not yet from a power loss), and `sync` follows (once the results are announced)."""
         ...
 
     def expire_leases(self, worker_id: str) -> None:

@@ -392,9 +392,12 @@ class SqlJobQueue:
         lease_seconds: float = 0.0,
         limit: int = 1,
         hint_seconds: float = 0.0,
+        *,
+        sync_later: bool = False,
     ) -> tuple[list[bool], list[Job]]:
         # A sync /run's result goes to its caller in the response; its row need not wait for the disk.
-        with self._db.tx(lazy=not any(f.job.durable for f in finished)) as conn:
+        lazy = not any(f.job.durable for f in finished) or (sync_later and self._db.syncs_later)
+        with self._db.tx(lazy=lazy) as conn:
             done = []
             for f in finished:
                 if f.logs:

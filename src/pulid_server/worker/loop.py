@@ -288,7 +288,8 @@ class Worker:
                 images_flagged=outcome.images_flagged,
             )
             # A sync /run's caller gets its result now; its commit follows (store/database.py: it never
-            # waits for the disk). Any other job is announced once its result is committed.
+            # waits for the disk). Any other job is announced once its result is committed (on disk just
+            # after: _sync).
             if not job.durable and self.doorbell.done(job.id, done.columns, only_whole=True):
                 self._announced.add(job.id)
             return outcome, done
@@ -311,7 +312,11 @@ class Worker:
         def write() -> bool:
             lease = self.settings.lease_seconds
             hint = self.settings.runner_hint_seconds
-            result[:] = [self.store.queue.finish_and_claim(finished, self.worker_id, ids, lease, limit, hint)]
+            result[:] = [
+                self.store.queue.finish_and_claim(
+                    finished, self.worker_id, ids, lease, limit, hint, sync_later=True
+                )
+            ]
             return True
 
         early = {f.job.id for f in finished} & self._announced
@@ -324,7 +329,18 @@ class Worker:
                 log.warning("job %s: lease lost before completion; result dropped", f.job.id)
             elif f.job.id not in early:
                 self.doorbell.done(f.job.id, f.columns)
+        if any(f.job.durable for f in finished):
+            self._sync()
         return following
+
+    def _sync(self) -> None:
+        """Put the results just announced on disk: their commit is safe from a crash of any process, but
+        not yet from a power loss. Announcing first saves the waiting request the fsync (~0.6 ms); a power
+        loss in between can only run the job again (store/database.py)."""
+        try:
+            self.store.queue.sync()
+        except Exception as exc:  # noqa: BLE001 - the next durable commit syncs them as well
+            log.warning("could not sync the results to disk (%s)", _reason(exc))
 
     def _give_back(self, claimed: deque[Job]) -> None:
         """Jobs claimed but not started (asked to stop, or a fatal job before them) go back to the queue."""

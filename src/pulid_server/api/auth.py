@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 
-from pulid_server.api.state import AppState, app_state
+from pulid_server.api.state import app_state
 
 
-async def require_key(request: Request, state: AppState = Depends(app_state)) -> str:
+async def require_key(request: Request) -> str:
     """The caller's key id. 401 without a valid, unrevoked key."""
+    state = app_state(request)
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() not in ("key", "bearer") or not credentials.strip():

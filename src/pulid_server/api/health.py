@@ -3,11 +3,11 @@
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pulid_server.api.model_status import loaded_models, random_weight_notices
-from pulid_server.api.state import AppState, app_state
+from pulid_server.api.state import app_state
 from pulid_server.config import Settings
 
 router = APIRouter(tags=["health"])
@@ -32,7 +32,8 @@ async def live() -> dict[str, str]:
     "random weights, what to do about it (`random_weights`). An API-only node (`--workers 0`) is ready "
     "without workers: requests queue until a worker comes.",
 )
-async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
+    state = app_state(request)
     checks: dict[str, Any] = {}
     try:
         checks["store"] = await asyncio.to_thread(state.store.ping)
@@ -53,5 +54,5 @@ async def ready(state: AppState = Depends(app_state)) -> JSONResponse:
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify webhook signatures")
-async def jwks(state: AppState = Depends(app_state)) -> dict[str, Any]:
-    return state.signer.jwks()
+async def jwks(request: Request) -> dict[str, Any]:
+    return app_state(request).signer.jwks()

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -203,6 +203,6 @@ def _registry(request: Request, state: AppState) -> CollectorRegistry:
 
 
 @router.get("/metrics", summary="Prometheus metrics of the whole deployment (no auth: keep it internal)")
-async def metrics(request: Request, state: AppState = Depends(app_state)) -> Response:
-    body = await asyncio.to_thread(generate_latest, _registry(request, state))
+async def metrics(request: Request) -> Response:
+    body = await asyncio.to_thread(generate_latest, _registry(request, app_state(request)))
     return Response(body, headers={"Content-Type": CONTENT_TYPE})

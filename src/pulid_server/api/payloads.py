@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from pulid_server.api.auth import require_key
 from pulid_server.api.queue import RequestIdPath, id_header
@@ -38,17 +38,13 @@ async def _delete(state: AppState, request_id: str, key_id: str) -> list[dict[st
     summary="Delete a finished request's payloads and output files",
 )
 async def delete_payloads(
-    request_id: str = RequestIdPath,
-    key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
+    request: Request, request_id: str = RequestIdPath, key_id: str = Depends(require_key)
 ) -> dict[str, Any]:
-    return {"cdn_delete_results": await _delete(state, request_id, key_id)}
+    return {"cdn_delete_results": await _delete(app_state(request), request_id, key_id)}
 
 
 @router.put("/rest/requests/delete_io/{request_id}", summary="The same, as fal's older delete_io route")
 async def delete_io(
-    request_id: str = RequestIdPath,
-    key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
+    request: Request, request_id: str = RequestIdPath, key_id: str = Depends(require_key)
 ) -> dict[str, Any]:
-    return {"CDN_DELETE_RESULTS": await _delete(state, request_id, key_id)}
+    return {"CDN_DELETE_RESULTS": await _delete(app_state(request), request_id, key_id)}

@@ -231,8 +231,7 @@ async def enqueue(
 
 def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     router = APIRouter(prefix="/queue", tags=["queue"], route_class=StrictJSONRoute)
-    for endpoint in endpoints:
-        _add_submit_route(router, endpoint)
+    # The request routes first: status polls and results, the most frequent requests, match sooner.
     router.add_api_route(
         "/{app:path}/requests/{request_id}/status", get_status, methods=["GET"], summary="Request status"
     )
@@ -248,6 +247,8 @@ def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     router.add_api_route(
         "/{app:path}/requests/{request_id}", get_result, methods=["GET"], summary="Request result"
     )
+    for endpoint in endpoints:
+        _add_submit_route(router, endpoint)
     router.add_api_route("/{endpoint_id:path}", submit_unknown, methods=["POST"], include_in_schema=False)
     return router
 
@@ -266,8 +267,8 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
             None, ge=0, description="Answer 429 instead when the endpoint already has this many queued"
         ),
         key_id: str = Depends(require_key),
-        state: AppState = Depends(app_state),
     ) -> JSONResponse:
+        state = app_state(request)
         job = await enqueue(
             state,
             request,
@@ -317,8 +318,8 @@ async def get_status(
     request_id: str = RequestIdPath,
     logs: str | None = Query(None, description="1|true to include logs"),
     key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
 ) -> JSONResponse:
+    state = app_state(request)
     job = await _owned_state(state, request_id, key_id)
     with_logs = _flag(logs) and job.status != IN_QUEUE
     position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
@@ -349,8 +350,8 @@ async def stream_status(
     request_id: str = RequestIdPath,
     logs: str | None = Query(None, description="1|true to include logs"),
     key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
 ) -> StreamingResponse:
+    state = app_state(request)
     job = await _owned_state(state, request_id, key_id)
     try:
         follower = state.watch.follow(job)
@@ -426,21 +427,22 @@ async def deliver_result(state: AppState, job: Job) -> JSONResponse:
 
 
 async def get_result(
+    request: Request,
     app: str = AppPath,
     request_id: str = RequestIdPath,
     key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
 ) -> JSONResponse:
+    state = app_state(request)
     return await deliver_result(state, await _owned_job(state, request_id, key_id))
 
 
 async def cancel(
+    request: Request,
     app: str = AppPath,
     request_id: str = RequestIdPath,
     key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
 ) -> JSONResponse:
-    outcome = await asyncio.to_thread(state.store.queue.cancel, request_id, key_id)
+    outcome = await asyncio.to_thread(app_state(request).store.queue.cancel, request_id, key_id)
     headers = id_header(request_id)
     if outcome == "not_found":
         return JSONResponse(

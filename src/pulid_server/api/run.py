@@ -71,8 +71,8 @@ def _add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         request: Request,
         body: input_model = Body(...),  # type: ignore[valid-type]
         key_id: str = Depends(require_key),
-        state: AppState = Depends(app_state),
     ) -> Response:
+        state = app_state(request)
         job = await enqueue(state, request, endpoint, body, key_id, durable=False)
         done = await wait_for_completion(state, request, job)
         if done is None:

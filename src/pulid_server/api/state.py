@@ -44,6 +44,7 @@ class AppState:
         return await asyncio.to_thread(fn, *args)
 
 
-async def app_state(request: Request) -> AppState:
-    # async on purpose: FastAPI runs plain-def dependencies in its threadpool, a thread hop per request.
+def app_state(request: Request) -> AppState:
+    """Called by the routes themselves, not as a FastAPI dependency: each dependency costs every request
+    ~10 µs (a status poll takes ~110 µs in all)."""
     return request.app.state.pulid  # type: ignore[no-any-return]

@@ -103,8 +103,8 @@ async def initiate_upload(
     request: Request,
     body: InitiateUpload,
     key_id: str = Depends(require_key),
-    state: AppState = Depends(app_state),
 ) -> dict[str, str]:
+    state = app_state(request)
     key = new_upload_key(body.file_name, body.content_type)
     await record_upload(request, state, key, key_id)
     token = await asyncio.to_thread(
@@ -127,7 +127,8 @@ async def _store_upload(
         raise
 
 
-async def put_upload(token: str, request: Request, state: AppState = Depends(app_state)) -> dict[str, str]:
+async def put_upload(token: str, request: Request) -> dict[str, str]:
+    state = app_state(request)
     grant = await asyncio.to_thread(state.store.uploads.use_upload_grant, token, file=True)
     if grant is None:
         raise HTTPException(404, "Unknown, used or expired upload URL")
@@ -136,9 +137,8 @@ async def put_upload(token: str, request: Request, state: AppState = Depends(app
     return {"status": "ok"}
 
 
-async def cdn_token(
-    request: Request, key_id: str = Depends(require_key), state: AppState = Depends(app_state)
-) -> dict[str, str]:
+async def cdn_token(request: Request, key_id: str = Depends(require_key)) -> dict[str, str]:
+    state = app_state(request)
     token = await asyncio.to_thread(
         state.store.uploads.grant_upload, key_id, UPLOAD_TTL_SECONDS, None, None, CDN_TOKEN_UPLOADS
     )
@@ -151,13 +151,14 @@ async def cdn_token(
     }
 
 
-async def cdn_upload(request: Request, state: AppState = Depends(app_state)) -> JSONResponse:
+async def cdn_upload(request: Request) -> JSONResponse:
+    state = app_state(request)
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     grant = (
         await asyncio.to_thread(state.store.uploads.use_upload_grant, token, file=False) if token else None
     )
     # an API key works too, for clients that skip the token step
-    owner = grant["owner_key_id"] if grant is not None else await require_key(request, state)
+    owner = grant["owner_key_id"] if grant is not None else await require_key(request)
     content_type = request.headers.get("content-type") or "application/octet-stream"
     key = new_upload_key(request.headers.get("x-fal-file-name"), content_type)
     await record_upload(request, state, key, owner)
@@ -175,7 +176,8 @@ def expired_file(state: AppState, key: str) -> bool:
     return bits is not None and bool(bits & (OUTPUTS_GONE if folder == "outputs" else PAYLOAD_GONE))
 
 
-async def download(key: str, state: AppState = Depends(app_state)) -> Response:
+async def download(key: str, request: Request) -> Response:
+    state = app_state(request)
     if not key.startswith(("uploads/", "outputs/", "inputs/")):
         raise HTTPException(404, "File not found")
     try:

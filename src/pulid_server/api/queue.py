@@ -231,10 +231,8 @@ async def enqueue(
 
 def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     router = APIRouter(prefix="/queue", tags=["queue"], route_class=StrictJSONRoute)
-    # The request routes first: status polls and results, the most frequent requests, match sooner.
-    router.add_api_route(
-        "/{app:path}/requests/{request_id}/status", get_status, methods=["GET"], summary="Request status"
-    )
+    # A request's status and result: api/fast_reads.py. The request routes before the submit routes: status
+    # streams match sooner.
     router.add_api_route(
         "/{app:path}/requests/{request_id}/status/stream",
         stream_status,
@@ -243,9 +241,6 @@ def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     )
     router.add_api_route(
         "/{app:path}/requests/{request_id}/cancel", cancel, methods=["PUT"], summary="Cancel a request"
-    )
-    router.add_api_route(
-        "/{app:path}/requests/{request_id}", get_result, methods=["GET"], summary="Request result"
     )
     for endpoint in endpoints:
         _add_submit_route(router, endpoint)
@@ -298,7 +293,7 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
     )
 
 
-async def _owned_job(state: AppState, request_id: str, key_id: str) -> Job:
+async def owned_job(state: AppState, request_id: str, key_id: str) -> Job:
     job = await state.read(state.store.queue.get, request_id, key_id)
     if job is None:  # another key's request is indistinguishable from a missing one
         raise HTTPException(404, "Request not found", headers=id_header(request_id))
@@ -312,14 +307,10 @@ async def _owned_state(state: AppState, request_id: str, key_id: str) -> JobStat
     return job
 
 
-async def get_status(
-    request: Request,
-    app: str = AppPath,
-    request_id: str = RequestIdPath,
-    logs: str | None = Query(None, description="1|true to include logs"),
-    key_id: str = Depends(require_key),
+async def status_response(
+    state: AppState, request: Request, request_id: str, logs: str | None, key_id: str
 ) -> JSONResponse:
-    state = app_state(request)
+    """GET .../status (served by api/fast_reads.py): 202 until COMPLETED, then 200."""
     job = await _owned_state(state, request_id, key_id)
     with_logs = _flag(logs) and job.status != IN_QUEUE
     position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
@@ -424,16 +415,6 @@ async def deliver_result(state: AppState, job: Job) -> JSONResponse:
     if not job.store_io and job.status == COMPLETED and not job.webhook_url:
         await asyncio.to_thread(state.store.retention.result_delivered, job.id)
     return response
-
-
-async def get_result(
-    request: Request,
-    app: str = AppPath,
-    request_id: str = RequestIdPath,
-    key_id: str = Depends(require_key),
-) -> JSONResponse:
-    state = app_state(request)
-    return await deliver_result(state, await _owned_job(state, request_id, key_id))
 
 
 async def cancel(

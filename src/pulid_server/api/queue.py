@@ -322,11 +322,22 @@ async def status_response(
 
 
 class _FollowingResponse(StreamingResponse):
-    """A status stream that lets go of its followed job however it ends (even before its first byte)."""
+    """A status stream that lets go of its followed job however it ends (even before its first byte), and
+    sends its last event (COMPLETED) with the stream's end, in one write: the client's next request (the
+    result) waits for one packet, not two."""
 
-    def __init__(self, content: AsyncIterator[str], follower: Follower, **kwargs: Any):
-        super().__init__(content, **kwargs)
+    def __init__(self, events: AsyncIterator[tuple[str, bool]], follower: Follower, **kwargs: Any):
+        super().__init__((), **kwargs)  # the body is `events`: stream_response below sends it
+        self._events = events
         self._follower = follower
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        last = False
+        async for event, last in self._events:
+            await send({"type": "http.response.body", "body": event.encode(), "more_body": not last})
+        if not last:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -358,15 +369,16 @@ async def stream_status(
 
 async def _status_events(
     state: AppState, base: str, job: JobState, follower: Follower, with_logs: bool
-) -> AsyncIterator[str]:
-    """One `data:` event per change (new status, queue position or log lines), closed after COMPLETED."""
+) -> AsyncIterator[tuple[str, bool]]:
+    """(event, whether it is the last): one `data:` event per change (new status, queue position or log
+    lines), the last one COMPLETED."""
     seen: JobProgress | None = None
     last_key: tuple[str, int] | None = None
     last_log_id = 0
     while True:
         progress = await follower.next(seen, KEEPALIVE_SECONDS)
         if progress is None:
-            yield ": keepalive\n\n"
+            yield ": keepalive\n\n", False
             continue
         seen, job = progress, progress.state
         new_logs: list[LogLine] = []
@@ -377,7 +389,7 @@ async def _status_events(
         if key != last_key or new_logs:
             last_key = key
             logs = new_logs if with_logs and job.status != IN_QUEUE else None
-            yield f"data: {json.dumps(status_body(job, base, key[1], logs))}\n\n"
+            yield f"data: {json.dumps(status_body(job, base, key[1], logs))}\n\n", job.status == COMPLETED
         if job.status == COMPLETED:
             return
 

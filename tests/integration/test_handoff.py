@@ -70,3 +70,27 @@ def test_the_jobs_of_a_worker_that_died_are_requeued_at_once_not_when_their_leas
         assert wait_completed(c, sub["status_url"], timeout=60).get("error") is None
         assert time.monotonic() - started < 60
         assert c.get(sub["response_url"]).json()["value"] == "after"
+
+
+def test_a_job_handed_over_then_refused_is_dropped_by_its_worker(fresh_server: Server) -> None:
+    """The worker starts a handed job before it is stored; when the store refuses it (here: a queue-length
+    cap), the worker drops it (nothing recorded) and takes the next job as before."""
+    fresh_server.env = ECHO_ONLY
+    srv = fresh_server.start()
+    with srv.client() as c:
+        assert c.post("/run/test/echo", json={"value": "warm"}).status_code == 200
+        for _ in range(50):  # until one is handed over: the worker says it is idle just after a result
+            refused = c.post("/queue/test/echo?fal_max_queue_length=0", json={"value": "no", "steps": 3})
+            assert refused.status_code == 429
+            time.sleep(0.2)
+            if "handed over but not stored" in srv.log():
+                break
+        assert "handed over but not stored" in srv.log(), srv.log()[-3000:]
+        after = c.post("/run/test/echo", json={"value": "next"})
+        assert after.status_code == 200 and after.json()["value"] == "next"
+    db = sqlite3.connect(srv.data_dir / "pulid.db")
+    try:
+        inputs = [row[0] for row in db.execute("SELECT input_json FROM jobs")]
+    finally:
+        db.close()
+    assert len(inputs) == 2 and not any('"no"' in i for i in inputs)  # the refused ones: never stored

@@ -17,7 +17,7 @@ from pulid_server.worker.doorbell import MAX_ANNOUNCED_BYTES, WorkerDoorbell
 
 
 def job(job_id: str, input_json: str = '{"prompt": "a cat!\\n"}') -> Job:
-    """A job as the API stores it for a worker it hands it to."""
+    """A job as the API hands it to a worker."""
     return Job(
         **dict.fromkeys(("inference_time", "error", "error_type", "webhook_url", "idempotency_key"), None),
         **dict.fromkeys(
@@ -96,7 +96,13 @@ def test_a_job_is_handed_only_to_a_worker_whose_idle_news_crossed_nothing_sent()
         seen["busy"] = parent.reserve()
         wake = worker.wait(5.0)
         seen["wake"] = (wake.rung, wake.handed)
-        worker.idle("w-1")  # it read the job: idle again once that job is done
+        parent.ring()  # a job queued while job-1 runs...
+        parent.settle("job-1", True)  # ... and job-1 stored: the worker may record its end
+        seen["stored"] = worker.stored("job-1", 5.0)
+        seen["early ring"] = worker.wait(0.0).rung  # read while waiting for job-1's word, kept for the loop
+        parent.settle("job-9", False)  # refused, or its write failed: the worker drops it
+        seen["dropped"] = (worker.stored("job-9", 5.0), worker.stored("job-0", 0.01))
+        worker.idle("w-1")  # idle again once that job is done
         parent.ring()  # ... but a job was queued meanwhile, which the worker has not read
         await news()
         seen["stale"] = parent.reserve()
@@ -116,6 +122,7 @@ def test_a_job_is_handed_only_to_a_worker_whose_idle_news_crossed_nothing_sent()
     assert not seen["before"] and seen["reserved"] and not seen["twice"] and seen["again"]
     # The job arrives whole (no read of the store), a "!" and an escaped newline in its input included.
     assert seen["sent"] and not seen["busy"] and seen["wake"] == (False, [job("job-1")])
+    assert seen["stored"] is True and seen["early ring"] and seen["dropped"] == (False, None)
     assert not seen["stale"] and seen["rung"] == (True, []) and seen["fresh"]
     # A job too large for one pipe write is not sent (the API queues it): only job-2 is drained.
     assert not seen["large"] and seen["drained"] == [job("job-2")] and not seen["dead"]

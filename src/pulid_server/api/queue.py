@@ -1,6 +1,7 @@
 """fal's queue API: submit, status (+ SSE stream), result, cancel. Protocol: reference/fal-protocol.md §4."""
 
 import asyncio
+import dataclasses
 import json
 import math
 import uuid
@@ -16,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from pulid_server import failures
 from pulid_server.api.auth import require_key
 from pulid_server.api.platform import platform_options
+from pulid_server.api.services.doorbell import ParentDoorbell
 from pulid_server.api.services.watch import Follower, TooManyStreams
 from pulid_server.api.state import AppState, app_state
 from pulid_server.api.strict_json import StrictJSONRoute
@@ -33,6 +35,7 @@ from pulid_server.store import (
     LogLine,
     QueueFull,
     Submission,
+    handed_job,
 )
 
 REQUEST_ID_HEADER = "x-fal-request-id"
@@ -170,63 +173,67 @@ async def enqueue(
     platform = platform_options(request.headers, state.settings)
     job_id = str(uuid.uuid4())
     staged = await state.inputs.stage(endpoint, body, key_id, job_id, public_base(request))
-    # An idle worker of this node takes the job as it is stored: no claim, no wait for a claim. Jobs with a
-    # runner hint go through the queue, where the hint's worker is preferred.
-    bell = None
-    if state.supervisor is not None and platform.runner_hint is None:
-        bell = state.supervisor.reserve_idle(endpoint.id)
-    stored: list[bool] = []  # [whether it reached its worker], once stored (maybe before it is on disk)
+    sub = Submission(
+        endpoint_id=endpoint.id,
+        owner_key_id=key_id,
+        input_json=staged.input_json,
+        base_url=public_base(request),
+        priority=priority,
+        webhook_url=webhook_url,
+        start_timeout=start_timeout,
+        idempotency_key=idempotency_key,
+        max_queue_per_key=state.settings.max_queue_per_key,
+        max_queue_total=state.settings.max_queue_total,
+        max_endpoint_queue=max_queue_length,
+        runner_hint=platform.runner_hint,
+        no_retry=platform.no_retry,
+        store_io=platform.store_io,
+        output_lifetime=platform.output_lifetime,
+        job_id=job_id,
+        durable=durable,
+        lease_seconds=state.settings.lease_seconds,
+    )
+    bell = _hand_to_idle_worker(state, sub) if state.supervisor is not None else None
+    if bell is not None:
+        sub = dataclasses.replace(sub, worker_id=bell.worker_id)
+    stored: list[bool] = []  # [whether it was created], once committed (maybe before it is on disk)
 
     def on_stored(job: Job, created: bool) -> None:  # on the submits thread
+        stored.append(created)
         if bell is not None:
-            stored.append(created and bell.hand(job))
-            if not created:  # an idempotent replay: nothing to run
-                bell.unreserve()
-        else:
-            stored.append(False)
+            bell.settle(job_id, created)
 
     try:
-        job, created = await state.submitter.submit(  # group commit: api/services/submitter.py
-            Submission(
-                endpoint_id=endpoint.id,
-                owner_key_id=key_id,
-                input_json=staged.input_json,
-                base_url=public_base(request),
-                priority=priority,
-                webhook_url=webhook_url,
-                start_timeout=start_timeout,
-                idempotency_key=idempotency_key,
-                max_queue_per_key=state.settings.max_queue_per_key,
-                max_queue_total=state.settings.max_queue_total,
-                max_endpoint_queue=max_queue_length,
-                runner_hint=platform.runner_hint,
-                no_retry=platform.no_retry,
-                store_io=platform.store_io,
-                output_lifetime=platform.output_lifetime,
-                job_id=job_id,
-                durable=durable,
-                worker_id=bell.worker_id if bell is not None else None,
-                lease_seconds=state.settings.lease_seconds,
-            ),
-            on_stored,
-        )
+        job, created = await state.submitter.submit(sub, on_stored)  # group commit: api/services/submitter.py
     except BaseException as exc:
-        if not stored:  # not queued: its files must not stay behind
+        if not stored:  # not queued: its files must not stay behind, nor its worker run it
             if bell is not None:
-                bell.unreserve()
+                bell.settle(job_id, False)
             await state.inputs.discard(staged.keys)
         if isinstance(exc, QueueFull):
             raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from exc
         raise
     if not created:  # an idempotent replay: the first request's own files are the ones it uses
         await state.inputs.discard(staged.keys)
-    if stored == [True]:  # handed to its worker
-        return job
-    if bell is not None and created:  # not handed (its worker just died, or it is large): to the queue
-        await asyncio.to_thread(state.store.queue.release, job, bell.worker_id)
-    if state.supervisor is not None:
+    if bell is None and state.supervisor is not None:
         state.supervisor.ring()
     return job
+
+
+def _hand_to_idle_worker(state: AppState, sub: Submission) -> ParentDoorbell | None:
+    """Hand the job to an idle worker of this node before it is stored: the worker starts it at once, no
+    claim and no wait for the commit, and records nothing of it until told whether it was stored
+    (ParentDoorbell.settle: refused past a cap, or its write failed, it is dropped). Jobs with a runner hint
+    go through the queue, where the hint's worker is preferred; with an Idempotency-Key too, since a replay
+    would be a job run for nothing. None when no worker took it."""
+    assert state.supervisor is not None
+    if sub.runner_hint is not None or sub.idempotency_key is not None:
+        return None
+    bell = state.supervisor.reserve_idle(sub.endpoint_id)
+    if bell is not None and not bell.hand(handed_job(dataclasses.replace(sub, worker_id=bell.worker_id))):
+        bell.unreserve()  # a dead worker, or a job too large for one write: the queue takes it
+        return None
+    return bell
 
 
 def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:

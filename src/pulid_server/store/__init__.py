@@ -11,6 +11,7 @@ from pulid_server.store.protocol import (
     UploadGrants,
     WebhookOutbox,
 )
+from pulid_server.store.queue import handed_job
 from pulid_server.store.records import (
     COMPLETED,
     IN_PROGRESS,
@@ -61,6 +62,7 @@ __all__ = [
     "SqlJobStore",
     "StorageFull",
     "Submission",
+    "handed_job",
     "UploadGrants",
     "WebhookOutbox",
     "WebhookTask",

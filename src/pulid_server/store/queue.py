@@ -17,6 +17,7 @@ import functools
 import math
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -502,10 +503,23 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         return QueueFull(
             f"the queue of {sub.endpoint_id} is longer than fal_max_queue_length={sub.max_endpoint_queue}"
         )
-    now = time.time()
+    row = driver.first(conn, _INSERT, _new_row(sub, time.time(), _virtual_start(counts)))
+    assert row is not None  # RETURNING the new row
+    return Job.from_mapping(row), True
+
+
+def handed_job(sub: Submission) -> Job:
+    """The job `sub` (with its `job_id` and `worker_id`) will be once stored, for the worker it is handed to
+    before that (api/queue.py); its `seq` and `vt`, known only once stored, are 0: a worker never reads them."""
+    row = defaultdict(lambda: None, _new_row(sub, time.time(), 0), seq=0)  # the columns it leaves NULL: None
+    return Job.from_mapping(row)
+
+
+def _new_row(sub: Submission, now: float, vt: int) -> dict[str, Any]:
+    """A new job's columns, claimed already by `sub.worker_id` when it is handed to that worker."""
     lifetime = sub.output_lifetime
     handed = sub.worker_id is not None
-    values = dict(
+    return dict(
         id=sub.job_id or str(uuid.uuid4()),
         endpoint_id=sub.endpoint_id,
         owner_key_id=sub.owner_key_id,
@@ -515,7 +529,7 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         started_at=now if handed else None,
         attempts=1 if handed else 0,
         priority=sub.priority,
-        vt=_virtual_start(counts),
+        vt=vt,
         input_json=sub.input_json,
         base_url=sub.base_url,
         webhook_url=sub.webhook_url,
@@ -531,9 +545,6 @@ def _submit(conn: Connection, sub: Submission) -> tuple[Job, bool] | QueueFull:
         retention=0 if lifetime is None else OWN_OUTPUT_LIFETIME,
         durable=sub.durable,
     )
-    row = driver.first(conn, _INSERT, values)
-    assert row is not None  # RETURNING the new row
-    return Job.from_mapping(row), True
 
 
 def _by_id(any_owner: Any, owned: Any, job_id: str, owner_key_id: str | None) -> tuple[Any, dict[str, Any]]:

@@ -2,10 +2,12 @@
 and dying with that process.
 
 On `wake`, the API writes `!\n` when it queues a job (the idle worker stops waiting and claims it), or
-`<the job's fields as a JSON array>\n` when it hands a job straight to this worker: the job was stored
-already claimed by it, so the worker runs it as it is, with no claim and no read (a hand-off is one
-write, at most PIPE_BUF bytes; a larger job goes through the queue). It hands one only to a worker that
-said it is idle: on
+`<the job's fields as a JSON array>\n` when it hands a job straight to this worker: the job is being
+stored already claimed by it, and the worker runs it at once, with no claim and no read (a hand-off is
+one write, at most PIPE_BUF bytes; a larger job goes through the queue). Then `=<job id>\n` once the
+job is stored, or `x<job id>\n` if it was not (refused past a cap, or its write failed): the worker
+records the job's end only after the first, and drops the job after the second. It hands one only to a
+worker that said it is idle: on
 `done`, the worker writes `+<events read> <worker id>\n` when it has nothing to do (events: the rings and
 hand-offs it has read, so that the API knows the news crossed nothing it sent since), and a finished job's
 id, with its result when small (a sync /run or a status stream answers at once, a /run without reading
@@ -44,7 +46,8 @@ log = logging.getLogger("pulid.worker")
 ORPHAN_DRAIN_SECONDS = 60.0
 MAX_ANNOUNCED_BYTES = 16 * 1024  # a bigger result (inline images) is read from the store instead
 _PR_SET_PDEATHSIG = 1
-RING, IDLE = b"!", b"+"  # a ring is a line of its own on `wake`; IDLE starts a line on `done`
+RING, STORED, DROPPED = b"!", b"=", b"x"  # lines on `wake` (a ring is a line of its own)
+IDLE = b"+"  # starts a line on `done`
 
 
 @dataclass
@@ -82,9 +85,11 @@ class WorkerDoorbell:
         self._wake_fd, self._done_fd = wake_fd, done_fd
         self._stopping = stopping
         self.parent_gone = threading.Event()
-        self._events = 0  # rings and hand-offs read so far
+        self._events = 0  # lines read so far
         self._told_idle: int | None = None  # `_events` when this worker last said it was idle
         self._partial = b""
+        self._stored: dict[str, bool] = {}  # handed jobs settled by the API, not asked about yet
+        self._early = Wake()  # rings and hand-offs read while waiting for a job's settlement
         if wake_fd is not None:
             os.set_blocking(wake_fd, False)
 
@@ -96,15 +101,32 @@ class WorkerDoorbell:
 
     def wait(self, timeout: float) -> Wake:
         """What the API sent before `timeout`: a ring, jobs handed to this worker, or nothing."""
+        if self._early.rung or self._early.handed:
+            early, self._early = self._early, Wake()
+            return early
         if self._wake_fd is None or self.parent_gone.is_set():
             self._stopping.wait(timeout)
             return Wake()
         readable, _, _ = select.select([self._wake_fd], [], [], timeout)
         return self._read() if readable else Wake()
 
+    def stored(self, job_id: str, timeout: float) -> bool | None:
+        """Whether the job handed to this worker was stored (True) or dropped (False), as the API says;
+        None if it said nothing within `timeout` (or is gone): the store knows."""
+        deadline = time.monotonic() + timeout
+        while job_id not in self._stored and self._wake_fd is not None and not self.parent_gone.is_set():
+            readable, _, _ = select.select([self._wake_fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                break
+            wake = self._read()
+            self._early.rung |= wake.rung
+            self._early.handed += wake.handed
+        return self._stored.pop(job_id, None)
+
     def drain(self) -> list[Job]:
-        """The jobs handed to this worker and not read yet (it is stopping: they go back to the queue)."""
-        return self._read().handed if self._wake_fd is not None else []
+        """The jobs handed to this worker and not started (it is stopping: they go back to the queue)."""
+        early, self._early = self._early.handed, Wake()
+        return early + (self._read().handed if self._wake_fd is not None else [])
 
     def idle(self, worker_id: str) -> None:
         """Tell the API that this worker has nothing to do, once per change (it may hand it a job now)."""
@@ -124,9 +146,16 @@ class WorkerDoorbell:
             self._parent_went()
             return Wake()
         *lines, self._partial = (self._partial + data).split(b"\n")
-        handed = [Job(*json.loads(line)) for line in lines if line != RING]
         self._events += len(lines)
-        return Wake(len(handed) < len(lines), handed)
+        wake = Wake()
+        for line in lines:
+            if line == RING:
+                wake.rung = True
+            elif line[:1] in (STORED, DROPPED):
+                self._stored[line[1:].decode()] = line[:1] == STORED
+            else:
+                wake.handed.append(Job(*json.loads(line)))
+        return wake
 
     def done(self, job_id: str, columns: dict[str, Any] | None = None, *, only_whole: bool = False) -> bool:
         """Announce a finished job; with its result's `columns` (as stored) when they are small, so that the

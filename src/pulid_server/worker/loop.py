@@ -1,5 +1,5 @@
-"""The worker process: claim a job with a lease (or take one the API handed to it, stored already claimed by
-it), run its endpoint, store the result. One job at a time.
+"""The worker process: claim a job with a lease (or take one the API handed to it, being stored already
+claimed by it), run its endpoint, store the result. One job at a time.
 
 Crash safety comes from the store, not from this loop: a heartbeat thread keeps the lease alive while a
 job runs; if the process dies (kill -9, CUDA OOM exit) the job is requeued, when its lease expires or, for
@@ -46,7 +46,7 @@ from pulid_server.endpoints import (
 )
 from pulid_server.failures import Failure
 from pulid_server.model import loaded_families
-from pulid_server.store import Finished, Job
+from pulid_server.store import IN_PROGRESS, Finished, Job
 from pulid_server.worker.channel import JobChannel
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.context import WorkerJobContext
@@ -107,6 +107,7 @@ class Worker:
         self._last_reap = 0.0
         self._last_seen = time.monotonic()
         self._announced: set[str] = set()  # sync /run jobs announced before their commit (_run_one)
+        self._unsettled: set[str] = set()  # jobs handed to it that the API has not said were stored
 
     def load(self) -> None:
         endpoints.load_builtin_and_extra(self.settings.extra_endpoints)
@@ -189,6 +190,7 @@ class Worker:
                 wake = self.doorbell.wait(min(FAST_POLL_SECONDS, poll) if recent else poll)
                 rung, look = wake.rung, True
                 claimed.extend(wake.handed)
+                self._unsettled.update(job.id for job in wake.handed)
                 continue
             outcome = self._work(claimed, ids)
             rung = look = False
@@ -277,6 +279,11 @@ class Worker:
             raise
         lines = self.channel.end()  # written with the job's end, before it
         elapsed = time.perf_counter() - started
+        if job.id in self._unsettled and not self._was_stored(job):
+            log.warning(
+                "job %s was handed over but not stored (refused, or its write failed): dropped", job.id
+            )
+            return outcome, None
         if not outcome.retry:
             done = Finished(
                 job,
@@ -302,6 +309,20 @@ class Worker:
 
         self._record(job.id, give_back)
         return outcome, None
+
+    def _was_stored(self, job: Job) -> bool:
+        """Whether a job the API handed over (running meanwhile) was stored, as the API says once its commit
+        returns; if it says nothing in time (or is gone), whether the store holds it as this worker's."""
+        self._unsettled.discard(job.id)
+        told = self.doorbell.stored(job.id, self.settings.lease_seconds / 2)
+        if told is not None:
+            return told
+        try:
+            row = self.store.queue.get(job.id)
+        except Exception as exc:  # noqa: BLE001 - as if it was not: its lease requeues it if it was
+            log.warning("job %s: could not read it back (%s)", job.id, _reason(exc))
+            return False
+        return row is not None and row.status == IN_PROGRESS and row.worker_id == self.worker_id
 
     def _settle(self, finished: list[Finished], ids: list[str] | None, limit: int = 1) -> list[Job]:
         """Record finished jobs and claim up to `limit` next ones of `ids`, in one commit; the jobs claimed."""

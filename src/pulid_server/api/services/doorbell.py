@@ -1,9 +1,9 @@
 """The API's side of the wake-up pipes to one supervised worker process (embedded mode).
 
-`ring` writes a ring to the worker's `wake` pipe when a job is queued; `hand` writes a job stored already
-claimed by this worker, which it runs without a claim or a read (only while the worker is `idle`, as it
-said last, with nothing sent since). Both are called from any thread (the event loop rings, the submits
-thread hands off). What the worker writes to its `done` pipe (finished job ids, one per line, and that it
+`ring` writes a ring to the worker's `wake` pipe when a job is queued; `hand` writes a job about to be
+stored already claimed by this worker, which it runs at once, without a claim or a read (only while the
+worker is `idle`, as it said last, with nothing sent since), and `settle` whether it was stored. They are
+called from any thread (the event loop rings and hands off, the submits thread settles). What the worker writes to its `done` pipe (finished job ids, one per line, and that it
 is idle) is read by the API's event loop when one is given (no thread in between: each hop is a
 scheduler wake-up on a busy machine), else by a thread. The worker's side, and the format:
 worker/doorbell.py.
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pulid_server.store import Job
-from pulid_server.worker.doorbell import IDLE, RING, handoff
+from pulid_server.worker.doorbell import DROPPED, IDLE, RING, STORED, handoff
 
 
 class ParentDoorbell:
@@ -81,10 +81,15 @@ class ParentDoorbell:
             self.idle = self._sent == self._reserved_at  # still idle, unless something was sent meanwhile
 
     def hand(self, job: Job) -> bool:
-        """Send a job stored as claimed by this worker; False if it could not be sent (a dead worker, or a
-        job too large to be written whole at once): it goes back to the queue instead."""
+        """Send a job about to be stored as claimed by this worker (then `settle` it); False if it could not
+        be sent (a dead worker, or a job too large to be written whole at once)."""
         line = handoff(job)
         return len(line) <= select.PIPE_BUF and self._send(line)
+
+    def settle(self, job_id: str, stored: bool) -> None:
+        """Tell the worker whether the job handed to it was stored (it records its end only then), or not
+        (it drops it)."""
+        self._send((STORED if stored else DROPPED) + job_id.encode() + b"\n")
 
     def _send(self, line: bytes) -> bool:
         with self._lock:

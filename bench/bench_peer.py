@@ -23,7 +23,7 @@ Client: a small raw HTTP/1.1 client (keep-alive; asyncio with fixed concurrency 
 sockets for latency); every response must be 200.
 
 Run: PYTHONPATH=. .venv/bin/python bench/bench_peer.py [--requests 2000] [--concurrency 16] [--rounds 3]
-     [--latency-noop 300] [--latency-sleep 30]   (`make bench` creates .venv-cog with cog==0.16.12)
+     [--latency-noop 300] [--latency-sleep 60]   (`make bench` creates .venv-cog with cog==0.16.12)
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-noop", type=int, default=300, help="sequential jobs per path, no-op")
-    parser.add_argument("--latency-sleep", type=int, default=30, help="sequential jobs per path, 200 ms")
+    parser.add_argument("--latency-sleep", type=int, default=60, help="sequential jobs per path, 200 ms")
     args = parser.parse_args()
     body = json.dumps({"value": "x"}).encode()
     with ExitStack() as stack:

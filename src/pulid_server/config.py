@@ -53,9 +53,10 @@ class Settings(BaseSettings):
         data_dir: where the SQLite database and local files live (default `./data`).
         database_url: SQLAlchemy URL; empty means `sqlite:///{data_dir}/pulid.db`. Use
             `postgresql://...` to share one queue between many API nodes and workers.
-        durable_writes: an acknowledged submit or result survives a power loss (SQLite
-            `synchronous=FULL`, PostgreSQL `synchronous_commit=on`; store/database.py). Off saves an
-            fsync per write at the risk of losing the last moments of writes on power loss.
+        durable_writes: an acknowledged submit survives a power loss, and a queued job's result once
+            synced, just after it is announced (SQLite `synchronous=FULL`, PostgreSQL
+            `synchronous_commit=on`; store/database.py). Off saves an fsync per write at the risk of
+            losing the last moments of writes on power loss.
         storage: `local` (files under `{data_dir}/files`) or `s3://bucket/prefix`.
         s3_endpoint_url: S3-compatible endpoint (MinIO, R2, moto); empty for AWS.
         s3_presign_seconds: > 0 redirects file downloads to presigned S3 URLs valid this long, so that

@@ -4,7 +4,7 @@ SQLite (WAL): writers open with `BEGIN IMMEDIATE`, readers with a deferred `BEGI
 status polls never queue for the write lock. PostgreSQL: one pool for both.
 
 Durability is decided here and nowhere else: with `durable` (the default, `Settings.durable_writes`) a
-commit returns only once it is on disk, so an acknowledged submit or result survives a power loss
+commit returns only once it is on disk, so an acknowledged submit survives a power loss
 (SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`). Without it, a power loss may drop the
 last moments of commits (never corrupting the database): SQLite `synchronous=NORMAL`, PostgreSQL
 `synchronous_commit=off`.
@@ -20,7 +20,9 @@ to a power loss only runs a job again, drops a log line, or forgets a sync /run 
 PostgreSQL flushes its WAL in order). A process crash (kill -9) loses none of them: a commit is in the
 operating system's hands once it returns. On SQLite a durable write may also commit lazily and `sync`
 after (the fsync that `synchronous=FULL` makes at each commit), when it has work to do in between: the
-submits' group commit hands its jobs to workers meanwhile (api/services/submitter.py), and answers after.
+submits' group commit tells the workers handed its jobs that they are stored (api/services/submitter.py),
+and answers after; a worker announces a queued job's result, then syncs (worker/loop.py), so that a power
+loss in that millisecond can only run the job again.
 The hot path's statements run on the sqlite3 driver itself (store/driver.py).
 """
 

@@ -2,9 +2,9 @@
 arrive while it commits go into its next transaction together (JobQueue.submit_many), so that a burst
 of N submits costs one transaction and one sync to disk instead of N. A lone submit waits for nothing:
 the thread takes whatever is queued the moment it is free. Each request is answered only after the
-commit that holds its job is on disk; meanwhile (`on_stored`, on SQLite) its job may go to a worker
-already, from this thread (a hop through the event loop cost a scheduler wake-up): the job runs while its
-sync to disk runs.
+commit that holds its job is on disk; meanwhile (`on_stored`, on SQLite) the worker a job was handed to
+hears from this thread that it is stored (a hop through the event loop cost a scheduler wake-up), and
+records its end while the sync to disk runs.
 """
 
 from __future__ import annotations

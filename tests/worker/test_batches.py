@@ -4,6 +4,7 @@ run on a lease about to expire."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import event
 
 from pulid_server.config import Settings
-from pulid_server.store import COMPLETED, IN_QUEUE, Job, Submission
+from pulid_server.store import COMPLETED, IN_QUEUE, Job, Submission, handed_job
 from pulid_server.worker.config import WorkerConfig
 from pulid_server.worker.loop import BATCH_CLAIM, Worker
 
@@ -121,3 +122,18 @@ def test_a_queued_jobs_result_is_announced_once_committed_then_synced_to_disk(
         worker._work(deque([claimed]), [])
         assert worker.store.queue.get(job.id).status == COMPLETED  # type: ignore[union-attr]
     assert events == [f"done {queued.id}", "sync", f"done {run.id}"]
+
+
+def test_a_handed_job_the_store_never_got_is_dropped_with_its_files(tmp_path: Path) -> None:
+    """No word from the API (this worker has no pipes) and no row in the store: nothing is recorded, and
+    what the job wrote is deleted."""
+    worker = _worker(tmp_path)
+    sub = Submission(
+        endpoint_id=ECHO, owner_key_id="k", input_json="{}", base_url="x", job_id="lost", lease_seconds=30
+    )
+    job = handed_job(dataclasses.replace(sub, worker_id=worker.worker_id))
+    worker.blobs.put(f"outputs/{job.id}/a.png", b"png", "image/png")  # as if the model had saved it
+    worker._unsettled.add(job.id)
+    worker._work(deque([job]), [])
+    assert worker.store.queue.get(job.id) is None
+    assert list(worker.blobs.scan(f"outputs/{job.id}/")) == []

@@ -193,9 +193,7 @@ async def enqueue(
         durable=durable,
         lease_seconds=state.settings.lease_seconds,
     )
-    bell = _hand_to_idle_worker(state, sub) if state.supervisor is not None else None
-    if bell is not None:
-        sub = dataclasses.replace(sub, worker_id=bell.worker_id)
+    bell, sub = _hand_to_idle_worker(state, sub)
     stored: list[bool] = []  # [whether it was created], once committed (maybe before it is on disk)
 
     def on_stored(job: Job, created: bool) -> None:  # on the submits thread
@@ -220,20 +218,22 @@ async def enqueue(
     return job
 
 
-def _hand_to_idle_worker(state: AppState, sub: Submission) -> ParentDoorbell | None:
+def _hand_to_idle_worker(state: AppState, sub: Submission) -> tuple[ParentDoorbell | None, Submission]:
     """Hand the job to an idle worker of this node before it is stored: the worker starts it at once, no
     claim and no wait for the commit, and records nothing of it until told whether it was stored
     (ParentDoorbell.settle: refused past a cap, or its write failed, it is dropped). Jobs with a runner hint
     go through the queue, where the hint's worker is preferred; with an Idempotency-Key too, since a replay
-    would be a job run for nothing. None when no worker took it."""
-    assert state.supervisor is not None
-    if sub.runner_hint is not None or sub.idempotency_key is not None:
-        return None
+    would be a job run for nothing. (The worker that took it, or None; the submission to store.)"""
+    if state.supervisor is None or sub.runner_hint is not None or sub.idempotency_key is not None:
+        return None, sub
     bell = state.supervisor.reserve_idle(sub.endpoint_id)
-    if bell is not None and not bell.hand(handed_job(dataclasses.replace(sub, worker_id=bell.worker_id))):
+    if bell is None:
+        return None, sub
+    handed = dataclasses.replace(sub, worker_id=bell.worker_id)
+    if not bell.hand(handed_job(handed)):
         bell.unreserve()  # a dead worker, or a job too large for one write: the queue takes it
-        return None
-    return bell
+        return None, sub
+    return bell, handed
 
 
 def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:

@@ -7,11 +7,10 @@ stored already claimed by it, and the worker runs it at once, with no claim and 
 one write, at most PIPE_BUF bytes; a larger job goes through the queue). Then `=<job id>\n` once the
 job is stored, or `x<job id>\n` if it was not (refused past a cap, or its write failed): the worker
 records the job's end only after the first, and drops the job after the second. It hands one only to a
-worker that said it is idle: on
-`done`, the worker writes `+<events read> <worker id>\n` when it has nothing to do (events: the rings and
-hand-offs it has read, so that the API knows the news crossed nothing it sent since), and a finished job's
-id, with its result when small (a sync /run or a status stream answers at once, a /run without reading
-the result back). The pipes only cut latency: the store stays the source of truth, and a worker without
+worker that said it is idle: on `done`, the worker writes `+<events read> <worker id>\n` when it has
+nothing to do (events: the lines it has read, so that the API knows the news crossed nothing it sent
+since), and a finished job's id, with its result when small (a sync /run or a status stream answers at
+once, a /run without reading the result back). The pipes only cut latency: the store stays the source of truth, and a worker without
 pipes (`pulid worker`) polls it. The API's side is api/services/doorbell.py.
 
 A supervised worker must not outlive its API process (a restarted server would start a second one, with

@@ -280,9 +280,7 @@ class Worker:
         lines = self.channel.end()  # written with the job's end, before it
         elapsed = time.perf_counter() - started
         if job.id in self._unsettled and not self._was_stored(job):
-            log.warning(
-                "job %s was handed over but not stored (refused, or its write failed): dropped", job.id
-            )
+            self._drop(job)
             return outcome, None
         if not outcome.retry:
             done = Finished(
@@ -323,6 +321,15 @@ class Worker:
             log.warning("job %s: could not read it back (%s)", job.id, _reason(exc))
             return False
         return row is not None and row.status == IN_PROGRESS and row.worker_id == self.worker_id
+
+    def _drop(self, job: Job) -> None:
+        """A handed job that was not stored: nothing of it is recorded, and the files it wrote go."""
+        log.warning("job %s was handed over but not stored (refused, or its write failed): dropped", job.id)
+        try:
+            for info in list(self.blobs.scan(f"outputs/{job.id}/")):  # as WorkerJobContext names them
+                self.blobs.delete(info.key)
+        except Exception as exc:  # noqa: BLE001 - left to the disk; no job row points at them
+            log.warning("job %s: could not delete its files (%s)", job.id, _reason(exc))
 
     def _settle(self, finished: list[Finished], ids: list[str] | None, limit: int = 1) -> list[Job]:
         """Record finished jobs and claim up to `limit` next ones of `ids`, in one commit; the jobs claimed."""

@@ -3,10 +3,10 @@
 `ring` writes a ring to the worker's `wake` pipe when a job is queued; `hand` writes a job about to be
 stored already claimed by this worker, which it runs at once, without a claim or a read (only while the
 worker is `idle`, as it said last, with nothing sent since), and `settle` whether it was stored. They are
-called from any thread (the event loop rings and hands off, the submits thread settles). What the worker writes to its `done` pipe (finished job ids, one per line, and that it
-is idle) is read by the API's event loop when one is given (no thread in between: each hop is a
-scheduler wake-up on a busy machine), else by a thread. The worker's side, and the format:
-worker/doorbell.py.
+called from any thread (the event loop rings and hands off, the submits thread settles). What the worker
+writes to its `done` pipe (finished job ids, one per line, and that it is idle) is read by the API's
+event loop when one is given (no thread in between: each hop is a scheduler wake-up on a busy machine),
+else by a thread. The worker's side, and the format: worker/doorbell.py.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ParentDoorbell:
         self._on_done, self._on_gone = on_done, on_gone
         self.worker_id = ""  # as the worker said when it was idle
         self.idle = False  # it said so, and nothing was sent to it since
-        self._sent = 0  # rings and hand-offs written
+        self._sent = 0  # lines written: rings, hand-offs, settlements
         self._reserved_at = 0
         self._lock = threading.Lock()  # guards the three above: writers and the done reader are threads
         self._loop = loop  # reads the done pipe (None: a thread does, or the pipe is closed)

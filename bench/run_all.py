@@ -132,11 +132,13 @@ NOTES = """\
      finish first; it was read back), no look for queued jobs right after a commit that just claimed, no
      job-channel wake-up per job, a stream of a running or finished job reads that job alone, the
      COMPLETED event goes out with the stream's end in one write.
-  9. FastAPI's routing and dependency injection took ~80 of the ~120 µs of a status or result read
-     in-process (~10 µs per dependency), more with cold caches after an idle 200 ms: a request's status and
-     result are plain Starlette routes (api/fast_reads.py; /openapi.json documents them as before), and
-     every route has one dependency, the key. The result read at the end of the status-stream path:
-     ~1.1 -> ~0.6 ms after a 200 ms job (traced); GET .../status requests/s +60 %.
+  9. FastAPI's routing, dependency injection and body handling took ~110 of the ~190 µs of a submit and
+     ~80 of the ~120 µs of a status or result read in-process (~10 µs per dependency), several times
+     that with cold caches after an idle 200 ms: a submit, a sync run, a request's status and its result
+     are plain Starlette routes matched first (api/fast_routes.py), answering as the FastAPI routes behind
+     them (which /openapi.json is built from; tests/integration/test_fast_routes.py sends both the same
+     refused requests), and every route has one dependency, the key. 200 ms job, A/B in one run (120 jobs
+     a path): status stream -1.2 ms, /run -0.4 ms; GET .../status requests/s +60 %.
 - Open (measured, not fixed):
   0. The model ratio (PuLID / plain diffusers on the tiny UNet) moved between 1.004 and 1.06 over six runs
      on this shared 2-core machine (1.027 and 1.008 in two back-to-back runs of bench_model.py alone). On

@@ -66,7 +66,7 @@ def test_missing_or_bad_key_is_401(server: Server) -> None:
     assert r.status_code == 401 and "detail" in r.json()
     r = httpx.post(f"{server.url}/queue/test/echo", json={}, headers={"Authorization": "Key nope:nope"})
     assert r.status_code == 401
-    # The status and result reads (api/fast_reads.py) check the key before the request id, as FastAPI does.
+    # The status and result reads (api/fast_routes.py) check the key before the request id, as FastAPI does.
     for suffix in ("", "/status"):
         for rid in ("no-such-request", "not%20an%20id"):
             r = httpx.get(f"{server.url}/queue/test/echo/requests/{rid}{suffix}")

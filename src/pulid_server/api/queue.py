@@ -238,8 +238,11 @@ def _hand_to_idle_worker(state: AppState, sub: Submission) -> tuple[ParentDoorbe
 
 def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     router = APIRouter(prefix="/queue", tags=["queue"], route_class=StrictJSONRoute)
-    # A request's status and result: api/fast_reads.py. The request routes before the submit routes: status
-    # streams match sooner.
+    # Submit, status and result are served by api/fast_routes.py; these routes document them and define
+    # what they answer. The request routes before the submit routes: they match sooner.
+    router.add_api_route(
+        "/{app:path}/requests/{request_id}/status", get_status, methods=["GET"], summary="Request status"
+    )
     router.add_api_route(
         "/{app:path}/requests/{request_id}/status/stream",
         stream_status,
@@ -248,6 +251,9 @@ def build_queue_router(endpoints: list[Endpoint]) -> APIRouter:
     )
     router.add_api_route(
         "/{app:path}/requests/{request_id}/cancel", cancel, methods=["PUT"], summary="Cancel a request"
+    )
+    router.add_api_route(
+        "/{app:path}/requests/{request_id}", get_result, methods=["GET"], summary="Request result"
     )
     for endpoint in endpoints:
         _add_submit_route(router, endpoint)
@@ -270,25 +276,7 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         ),
         key_id: str = Depends(require_key),
     ) -> JSONResponse:
-        state = app_state(request)
-        job = await enqueue(
-            state,
-            request,
-            endpoint,
-            body,
-            key_id,
-            webhook_url=fal_webhook,
-            max_queue_length=fal_max_queue_length,
-        )
-        position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
-        payload = {
-            "status": IN_QUEUE,
-            "request_id": job.id,
-            "gateway_request_id": job.id,
-            **request_urls(public_base(request), job),
-            "queue_position": position,
-        }
-        return JSONResponse(payload, headers={REQUEST_ID_HEADER: job.id})
+        return await submit_response(request, endpoint, body, key_id, fal_webhook, fal_max_queue_length)
 
     router.add_api_route(
         f"/{endpoint.id}",
@@ -298,6 +286,30 @@ def _add_submit_route(router: APIRouter, endpoint: Endpoint) -> None:
         description=endpoint.title,
         operation_id=f"submit_{endpoint.id.replace('/', '_').replace('-', '_')}",
     )
+
+
+async def submit_response(
+    request: Request,
+    endpoint: Endpoint,
+    body: BaseModel,
+    key_id: str,
+    webhook_url: str | None,
+    max_queue_length: int | None,
+) -> JSONResponse:
+    """POST /queue/{endpoint}: the job queued (or handed to a worker), as fal answers a submit."""
+    state = app_state(request)
+    job = await enqueue(
+        state, request, endpoint, body, key_id, webhook_url=webhook_url, max_queue_length=max_queue_length
+    )
+    position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
+    payload = {
+        "status": IN_QUEUE,
+        "request_id": job.id,
+        "gateway_request_id": job.id,
+        **request_urls(public_base(request), job),
+        "queue_position": position,
+    }
+    return JSONResponse(payload, headers={REQUEST_ID_HEADER: job.id})
 
 
 async def owned_job(state: AppState, request_id: str, key_id: str) -> Job:
@@ -314,10 +326,19 @@ async def _owned_state(state: AppState, request_id: str, key_id: str) -> JobStat
     return job
 
 
-async def status_response(
-    state: AppState, request: Request, request_id: str, logs: str | None, key_id: str
+async def get_status(
+    request: Request,
+    app: str = AppPath,
+    request_id: str = RequestIdPath,
+    logs: str | None = Query(None, description="1|true to include logs"),
+    key_id: str = Depends(require_key),
 ) -> JSONResponse:
-    """GET .../status (served by api/fast_reads.py): 202 until COMPLETED, then 200."""
+    return await status_response(request, request_id, logs, key_id)
+
+
+async def status_response(request: Request, request_id: str, logs: str | None, key_id: str) -> JSONResponse:
+    """GET .../status: 202 until COMPLETED, then 200."""
+    state = app_state(request)
     job = await _owned_state(state, request_id, key_id)
     with_logs = _flag(logs) and job.status != IN_QUEUE
     position = await state.read(state.store.queue.queue_position, job) if job.status == IN_QUEUE else 0
@@ -434,6 +455,21 @@ async def deliver_result(state: AppState, job: Job) -> JSONResponse:
     if not job.store_io and job.status == COMPLETED and not job.webhook_url:
         await asyncio.to_thread(state.store.retention.result_delivered, job.id)
     return response
+
+
+async def get_result(
+    request: Request,
+    app: str = AppPath,
+    request_id: str = RequestIdPath,
+    key_id: str = Depends(require_key),
+) -> JSONResponse:
+    return await result_response_for(request, request_id, key_id)
+
+
+async def result_response_for(request: Request, request_id: str, key_id: str) -> JSONResponse:
+    """GET .../requests/{id}: the result, or the error that ended the request."""
+    state = app_state(request)
+    return await deliver_result(state, await owned_job(state, request_id, key_id))
 
 
 async def cancel(

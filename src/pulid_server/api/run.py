@@ -5,6 +5,7 @@ import dataclasses
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from pulid_server import failures
 from pulid_server.api.auth import require_key
@@ -52,7 +53,18 @@ async def wait_for_completion(state: AppState, request: Request, job: Job) -> Jo
             return finished or job
 
 
+async def run_response(request: Request, endpoint: Endpoint, body: BaseModel, key_id: str) -> Response:
+    """POST /run/{endpoint}: the result, once the job is done (a 499 if the client went away first)."""
+    state = app_state(request)
+    job = await enqueue(state, request, endpoint, body, key_id, durable=False)
+    done = await wait_for_completion(state, request, job)
+    if done is None:
+        return failure_response(failures.request_error(499, "Client disconnected"))
+    return await deliver_result(state, done)
+
+
 def build_run_router(endpoints: list[Endpoint]) -> APIRouter:
+    """The /run routes: served by api/fast_routes.py; these document them and define what they answer."""
     router = APIRouter(prefix="/run", tags=["run"], route_class=StrictJSONRoute)
     for endpoint in endpoints:
         _add_run_route(router, endpoint)
@@ -72,12 +84,7 @@ def _add_run_route(router: APIRouter, endpoint: Endpoint) -> None:
         body: input_model = Body(...),  # type: ignore[valid-type]
         key_id: str = Depends(require_key),
     ) -> Response:
-        state = app_state(request)
-        job = await enqueue(state, request, endpoint, body, key_id, durable=False)
-        done = await wait_for_completion(state, request, job)
-        if done is None:
-            return failure_response(failures.request_error(499, "Client disconnected"))
-        return await deliver_result(state, done)
+        return await run_response(request, endpoint, body, key_id)
 
     router.add_api_route(
         f"/{endpoint.id}",

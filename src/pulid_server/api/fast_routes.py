@@ -2,8 +2,8 @@
 matched before the FastAPI routes that document them (api/queue.py, api/run.py).
 
 Why: FastAPI's routing, dependency injection and body handling cost ~110 of the ~190 µs of a submit
-in-process (~80 of ~120 µs of a status read), and several times that once the CPU's caches are cold: a
-status-stream client's 200 ms job took ~0.8 ms longer, its result read ~0.5 ms (bench/bench_peer.py).
+in-process (~80 of ~120 µs of a status read), and several times that once the CPU's caches are cold:
+through them a status-stream client's 200 ms job took ~1.2 ms longer, a /run ~0.4 ms (A/B in one run).
 These handlers do what FastAPI does for those routes, in the same order, and answer exactly as the
 FastAPI routes would: the body read and parsed as JSON (strictly, api/strict_json.py) only with a JSON
 content type, then the key, then the query parameters and the body checked together, with the same 422

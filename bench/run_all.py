@@ -147,12 +147,13 @@ NOTES = """\
   1. With a client that polls every 5 ms, the 200 ms case lands around 1.04-1.06x: the client's own poll
      interval (2.5 ms on average) and two extra round trips (status, then result) sit on top of what the
      service adds.
-  2. The status-stream path meets issue #18's 1.02 in the 200 ms case with little margin: on a busier
-     hour of this shared machine (Cog's own overhead 3.6 ms instead of 2.6) it measured 1.025-1.029 in
-     bench_peer.py alone. Three HTTP requests and a commit after 200 ms idle, every cache cold; traced per
-     phase: the job starts ~1.8 ms after the submit is sent (~1 ms of it the request's parsing, routing
-     and checks), the result's commit takes ~0.7 ms, the COMPLETED event leaves ~0.6 ms after it, and the
-     result request takes ~0.6 ms.
+  2. The status-stream path meets issue #18's 1.02 in the 200 ms case with little margin: on busier hours
+     of this shared machine (Cog's own overhead 3.1-3.5 ms instead of 2.5) bench_peer.py alone measured
+     1.022-1.024. Three HTTP requests and a commit after 200 ms idle, every cache cold; traced per phase
+     (before api/fast_routes.py): the job started ~1.8 ms after the submit was sent (~1 ms of it the
+     request's parsing, routing and checks), the result's commit takes ~0.7 ms, the COMPLETED event leaves
+     ~0.6 ms after it, and the result request took ~0.6 ms. Next: the COMPLETED event built from the
+     worker's announcement (no read), prepared while the result commits.
 """
 
 

@@ -46,5 +46,5 @@ class AppState:
 
 def app_state(request: Request) -> AppState:
     """Called by the routes themselves, not as a FastAPI dependency: each dependency costs every request
-    ~10 µs (a status poll takes ~110 µs in all)."""
+    ~10 µs (api/fast_routes.py)."""
     return request.app.state.pulid  # type: ignore[no-any-return]

@@ -66,7 +66,7 @@ class ParentDoorbell:
 
     def reserve(self) -> bool:
         """Take this idle worker for a job about to be stored as claimed by it (then `hand` it the job, or
-        `unreserve` if the job was not stored so). On the event loop, reads the worker's news first: when a
+        `unreserve` if it could not be handed). On the event loop, reads the worker's news first: when a
         client submits right behind its last result, the worker's idle line is often there, unread."""
         if not self.idle and self._loop is not None:
             self._readable(self._loop)

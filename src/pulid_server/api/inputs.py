@@ -35,6 +35,7 @@ from pulid_server.files import (
     decode_data_uri,
     fetch_bytes,
     file_key_of,
+    inputs_prefix,
 )
 
 # Fetches run in their own threads: a slow URL holds one of these for up to `fetch_timeout_seconds`,
@@ -110,7 +111,7 @@ class InputStager:
             ext, content_type = _EXTENSIONS[check_image(data, max_pixels=settings.max_image_pixels)]
         except (FetchError, DataURIError, ImageDecodeError) as exc:
             raise HTTPException(422, [failures.field_error(loc, str(exc), failures.INVALID_IMAGE)]) from exc
-        key = f"inputs/{job_id}/{secrets.token_urlsafe(16)}.{ext}"
+        key = f"{inputs_prefix(job_id)}{secrets.token_urlsafe(16)}.{ext}"
         self._blobs.put(key, data, content_type)
         return key
 

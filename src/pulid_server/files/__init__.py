@@ -10,7 +10,9 @@ from pulid_server.files.blobs import (
     S3BlobStore,
     delete_prefix,
     file_key_of,
+    inputs_prefix,
     open_blob_store,
+    outputs_prefix,
 )
 from pulid_server.files.datauri import DataURIError, decode_data_uri
 from pulid_server.files.fetch import FetchError, fetch_bytes, post_json, validate_url
@@ -32,7 +34,9 @@ __all__ = [
     "encode_png",
     "fetch_bytes",
     "file_key_of",
+    "inputs_prefix",
     "open_blob_store",
+    "outputs_prefix",
     "open_image",
     "post_json",
     "validate_url",

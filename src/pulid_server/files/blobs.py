@@ -26,7 +26,9 @@ __all__ = [
     "S3BlobStore",
     "delete_prefix",
     "file_key_of",
+    "inputs_prefix",
     "open_blob_store",
+    "outputs_prefix",
     "validate_key",
 ]
 
@@ -37,6 +39,16 @@ _MAX_KEY_LENGTH = 512
 _TYPE_SUFFIX = "~content-type"
 _DEFAULT_TYPE = "application/octet-stream"
 OWN_KEY_PREFIXES = ("uploads/", "outputs/", "inputs/")
+
+
+def outputs_prefix(request_id: str) -> str:
+    """The folder of a request's outputs."""
+    return f"outputs/{request_id}/"
+
+
+def inputs_prefix(request_id: str) -> str:
+    """The folder of a request's images, stored at submit."""
+    return f"inputs/{request_id}/"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pulid_server.files import (
     fetch_bytes,
     file_key_of,
     open_image,
+    outputs_prefix,
 )
 from pulid_server.store import Job
 from pulid_server.worker.channel import JobChannel
@@ -93,7 +94,7 @@ class WorkerJobContext:
     def _store(self, image: Image.Image) -> dict[str, Any]:
         data = encode_png(image)
         name = f"{secrets.token_urlsafe(12)}.png"
-        key = f"outputs/{self.request_id}/{name}"
+        key = outputs_prefix(self.request_id) + name
         self._blobs.put(key, data, "image/png")
         return {
             "url": f"{self._base}/files/{key}",

@@ -45,6 +45,7 @@ from pulid_server.endpoints import (
     random_weights_notice,
 )
 from pulid_server.failures import Failure
+from pulid_server.files import delete_prefix, outputs_prefix
 from pulid_server.model import loaded_families
 from pulid_server.store import IN_PROGRESS, Finished, Job
 from pulid_server.worker.channel import JobChannel
@@ -326,8 +327,7 @@ class Worker:
         """A handed job that was not stored: nothing of it is recorded, and the files it wrote go."""
         log.warning("job %s was handed over but not stored (refused, or its write failed): dropped", job.id)
         try:
-            for info in list(self.blobs.scan(f"outputs/{job.id}/")):  # as WorkerJobContext names them
-                self.blobs.delete(info.key)
+            delete_prefix(self.blobs, outputs_prefix(job.id))
         except Exception as exc:  # noqa: BLE001 - left to the disk; no job row points at them
             log.warning("job %s: could not delete its files (%s)", job.id, _reason(exc))
 

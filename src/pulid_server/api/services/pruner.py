@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulid_server.files import BlobStore, delete_prefix
+from pulid_server.files import BlobStore, delete_prefix, inputs_prefix, outputs_prefix
 from pulid_server.store import OUTPUTS_GONE, PAYLOAD_GONE, Expired, JobStore, PruneClaim, RetentionPolicy
 from pulid_server.store.retention import KINDS
 
@@ -28,14 +28,6 @@ LEASE_SECONDS = 300.0  # a claim lapses after this (its pruner died or its files
 DRY_RUN_LIMIT = 100_000  # items per kind a dry run looks at
 MEASURE_EVERY_PASSES = 10  # how often a node measures what the blob store and the database hold
 STORED_PREFIXES = ("outputs", "uploads", "inputs")
-
-
-def outputs_prefix(job_id: str) -> str:
-    return f"outputs/{job_id}/"
-
-
-def inputs_prefix(job_id: str) -> str:
-    return f"inputs/{job_id}/"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pulid_server import endpoints
 from pulid_server.api import fast_routes
 from pulid_server.api.app import create_app
 from pulid_server.config import Settings
+from tests.asgi import call
 
 JSON = "application/json"
 # (method, path, content type, body, with the key): the refusals, in the order FastAPI checks them
@@ -51,35 +52,8 @@ CASES: list[tuple[str, str, str | None, bytes, bool]] = [
 
 
 async def _call(app: Any, method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    path, _, query = target.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path.replace("%20", " "),
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        await asyncio.Event().wait()  # the client stays
-        raise AssertionError
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(app(scope, receive, send), 30)
+    """The answer's status, fal's headers and its JSON body."""
+    sent = await call(app, method, target, headers, body)
     start = sent[0]
     answer = b"".join(m.get("body", b"") for m in sent[1:])
     kept = {b"content-type", b"x-fal-error-type", b"x-fal-request-id", b"retry-after"}

@@ -11,35 +11,7 @@ from typing import Any
 
 from pulid_server.api.app import create_app
 from pulid_server.config import Settings
-
-
-async def _messages(app: Any, path: str, key: str) -> list[dict[str, Any]]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"x"), (b"authorization", f"Key {key}".encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the client never leaves
-        raise AssertionError
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(app(scope, receive, send), 30)
-    return sent
+from tests.asgi import call
 
 
 def test_the_completed_event_and_the_streams_end_are_one_message(tmp_path: Path) -> None:
@@ -55,7 +27,8 @@ def test_the_completed_event_and_the_streams_end_are_one_message(tmp_path: Path)
             )[0]
             claimed = store.queue.claim("w", ["test/echo"], 30)
             assert claimed is not None and store.queue.complete(claimed, "w", {"value": "x"})
-            return await _messages(app, f"/queue/test/echo/requests/{job.id}/status/stream", key)
+            path = f"/queue/test/echo/requests/{job.id}/status/stream"
+            return await call(app, "GET", path, {"host": "x", "authorization": f"Key {key}"})
 
     start, *body = asyncio.run(scenario())
     assert start["type"] == "http.response.start" and start["status"] == 200
